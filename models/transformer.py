@@ -1,0 +1,147 @@
+"""One Transformer for all three shapes: encoder-only (BERT), decoder-only (GPT, Llama), encoder-decoder (BART, T5)."""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import Attention, build_mask
+from .config import ModelConfig
+from .init import init_weights
+from .layers import ACTIVATION_FNS, FeedForward, RelativeBias, Rotary, make_norm, sinusoidal_table
+
+
+class Block(nn.Module):
+    """Self-attention (bidirectional or causal), optional cross-attention, feed-forward; pre- or post-norm."""
+
+    def __init__(self, cfg: ModelConfig, cross: bool):
+        super().__init__()
+        self.pre = cfg.norm_placement == "pre"
+        self.self_attn, self.self_norm = Attention(cfg), make_norm(cfg)
+        self.cross_attn = Attention(cfg, cross=True) if cross else None
+        self.cross_norm = make_norm(cfg) if cross else None
+        self.ff, self.ff_norm = FeedForward(cfg), make_norm(cfg)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def _residual(self, x, norm, fn):
+        if self.pre:
+            return x + self.dropout(fn(norm(x)))
+        return norm(x + self.dropout(fn(x)))
+
+    def forward(self, x, mask, is_causal, rotary, memory=None, memory_mask=None):
+        x = self._residual(x, self.self_norm, lambda h: self.self_attn(h, mask, is_causal, rotary))
+        if self.cross_attn is not None:
+            x = self._residual(x, self.cross_norm, lambda h: self.cross_attn(h, memory_mask, memory=memory))
+        return self._residual(x, self.ff_norm, self.ff)
+
+
+class Stack(nn.Module):
+    """Embedding, the layers and the final norm of one side (encoder or decoder). Token embeddings are shared."""
+
+    def __init__(self, cfg: ModelConfig, n_layers: int, causal: bool, cross: bool):
+        super().__init__()
+        self.cfg, self.causal = cfg, causal
+        self.pos_emb = nn.Embedding(cfg.max_seq_len + cfg.position_offset, cfg.d_model) \
+            if cfg.position == "learned" else None
+        if cfg.position == "sinusoidal":
+            self.register_buffer("pos_table", sinusoidal_table(cfg.max_seq_len, cfg.d_model), persistent=False)
+        self.rotary = Rotary(cfg) if cfg.position == "rotary" else None
+        self.rel_bias = RelativeBias(cfg, bidirectional=not causal) if cfg.position == "relative" else None
+        self.emb_norm = make_norm(cfg) if cfg.embedding_norm else None
+        self.layers = nn.ModuleList(Block(cfg, cross) for _ in range(n_layers))
+        self.final_norm = make_norm(cfg) if cfg.norm_placement == "pre" else None
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, padding=None, memory=None, memory_padding=None):
+        """x: token embeddings [B, T, D]; padding: Bool[B, T] True on real tokens (None = no padding)."""
+        T = x.shape[1]
+        self.cfg.check_length(T)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(torch.arange(T, device=x.device) + self.cfg.position_offset)
+        elif self.cfg.position == "sinusoidal":
+            x = x + self.pos_table[:T].to(x.dtype)
+        if self.emb_norm is not None:
+            x = self.emb_norm(x)
+        x = self.dropout(x)
+        bias = self.rel_bias(T, T) if self.rel_bias is not None else None
+        mask, is_causal = build_mask(padding, T, T, self.causal, bias)
+        memory_mask = None
+        if memory is not None and memory_padding is not None:
+            memory_mask, _ = build_mask(memory_padding, T, memory.shape[1], causal=False)
+        for layer in self.layers:
+            x = layer(x, mask, is_causal, self.rotary, memory, memory_mask)
+        return self.final_norm(x) if self.final_norm is not None else x
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=None)
+        self.type_emb = nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None
+        self.encoder = Stack(cfg, cfg.n_layers, causal=False, cross=False) if cfg.arch != "decoder" else None
+        self.decoder = None
+        if cfg.arch != "encoder":
+            n = cfg.decoder_layers if cfg.arch == "encoder-decoder" else cfg.n_layers
+            self.decoder = Stack(cfg, n, causal=True, cross=cfg.arch == "encoder-decoder")
+        # LM head: optional BERT transform, projection (tied to tok_emb or its own), optional bias
+        self.head_dense = nn.Linear(cfg.d_model, cfg.d_model) if cfg.head_transform else None
+        self.head_norm = make_norm(cfg) if cfg.head_transform else None
+        self.head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.head_bias = nn.Parameter(torch.zeros(cfg.vocab_size)) if cfg.head_bias else None
+        self.emb_scale = math.sqrt(cfg.d_model) if cfg.scale_embeddings else 1.0
+        init_weights(self, cfg)
+
+    def embed(self, ids, token_type_ids=None):
+        x = self.tok_emb(ids) * self.emb_scale
+        if self.type_emb is not None:
+            x = x + self.type_emb(token_type_ids if token_type_ids is not None else torch.zeros_like(ids))
+        return x
+
+    def encode(self, input_ids, attention_mask=None, token_type_ids=None):
+        return self.encoder(self.embed(input_ids, token_type_ids), _padding(attention_mask))
+
+    def decode(self, decoder_input_ids, encoder_hidden=None, attention_mask=None, decoder_attention_mask=None):
+        return self.decoder(self.embed(decoder_input_ids), _padding(decoder_attention_mask),
+                            memory=encoder_hidden, memory_padding=_padding(attention_mask))
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, decoder_input_ids=None,
+                decoder_attention_mask=None, encoder_hidden=None):
+        """Final hidden states: of the encoder (encoder), the decoder (decoder, encoder-decoder)."""
+        arch = self.config.arch
+        if arch == "encoder":
+            return self.encode(input_ids, attention_mask, token_type_ids)
+        if arch == "decoder":
+            return self.decoder(self.embed(input_ids, token_type_ids), _padding(attention_mask))
+        if decoder_input_ids is None:
+            raise ValueError("an encoder-decoder model needs decoder_input_ids; pass the shifted targets")
+        if encoder_hidden is None:
+            encoder_hidden = self.encode(input_ids, attention_mask, token_type_ids)
+        return self.decode(decoder_input_ids, encoder_hidden, attention_mask, decoder_attention_mask)
+
+    def logits(self, hidden):
+        """LM head on any [..., d_model] tensor: objectives call it on the positions they predict only."""
+        if self.head_dense is not None:
+            hidden = self.head_norm(ACTIVATION_FNS[self.config.activation](self.head_dense(hidden)))
+        if self.head is not None:
+            return F.linear(hidden, self.head.weight, self.head_bias)
+        if self.config.scale_tied_head:
+            hidden = hidden * self.config.d_model ** -0.5
+        return F.linear(hidden, self.tok_emb.weight, self.head_bias)
+
+    def attention_modules(self):
+        """(stack name, layer index, kind, module) for every attention module, for inspection tools."""
+        for name in ("encoder", "decoder"):
+            stack = getattr(self, name)
+            for i, layer in enumerate(stack.layers if stack is not None else []):
+                yield name, i, "self", layer.self_attn
+                if layer.cross_attn is not None:
+                    yield name, i, "cross", layer.cross_attn
+
+
+def _padding(attention_mask):
+    """HF attention_mask (1 = token, 0 = padding) -> Bool padding mask, or None when nothing is padded."""
+    if attention_mask is None:
+        return None
+    mask = attention_mask.bool()
+    return None if bool(mask.all()) else mask
