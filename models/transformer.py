@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from .attention import Attention, build_mask
 from .config import ModelConfig
+from .fused_ce import linear_cross_entropy
 from .init import init_weights
 from .layers import ACTIVATION_FNS, FeedForward, RelativeBias, Rotary, make_norm, sinusoidal_table
 
@@ -121,13 +122,24 @@ class Transformer(nn.Module):
 
     def logits(self, hidden):
         """LM head on any [..., d_model] tensor: objectives call it on the positions they predict only."""
+        hidden, weight = self._head_input(hidden)
+        return F.linear(hidden, weight, self.head_bias)
+
+    def lm_loss(self, hidden, labels):
+        """Mean cross-entropy of the LM head on hidden [..., d_model] against labels [...] (-100 ignored), and the
+        count of correct argmax predictions, without materializing the full logits (see fused_ce)."""
+        hidden, weight = self._head_input(hidden.reshape(-1, hidden.shape[-1]))
+        return linear_cross_entropy(hidden, weight, self.head_bias, labels.reshape(-1))
+
+    def _head_input(self, hidden):
+        """BERT's transform, T5's tied-head scaling, and the projection matrix (tied or not)."""
         if self.head_dense is not None:
             hidden = self.head_norm(ACTIVATION_FNS[self.config.activation](self.head_dense(hidden)))
         if self.head is not None:
-            return F.linear(hidden, self.head.weight, self.head_bias)
+            return hidden, self.head.weight
         if self.config.scale_tied_head:
             hidden = hidden * self.config.d_model ** -0.5
-        return F.linear(hidden, self.tok_emb.weight, self.head_bias)
+        return hidden, self.tok_emb.weight
 
     def attention_modules(self):
         """(stack name, layer index, kind, module) for every attention module, for inspection tools."""

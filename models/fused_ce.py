@@ -1,0 +1,67 @@
+"""LM-head projection fused with cross-entropy, computed in row chunks.
+
+The [tokens, vocab] logits of a language model are its largest activation. Computing them chunk by chunk, and the
+gradient of each chunk right away (softmax - one-hot), means the full logits never exist, the separate log-softmax
+backward pass disappears, and memory stays flat in the vocabulary size. The matmuls are the same three as the plain
+path (logits, grad of hidden, grad of weight)."""
+import torch
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, chunk_size):
+        valid = labels != -100
+        n_valid = valid.sum().clamp(min=1)
+        need_grad = hidden.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+        compute_dtype = torch.get_autocast_dtype("cpu" if hidden.device.type == "cpu" else hidden.device.type) \
+            if torch.is_autocast_enabled(hidden.device.type) else weight.dtype
+        w = weight.to(compute_dtype)
+        acc = torch.promote_types(compute_dtype, torch.float32)  # softmax and sums in at least fp32
+        grad_hidden = torch.empty_like(hidden) if need_grad else None
+        grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_grad else None
+        grad_bias = torch.zeros(weight.shape[0], dtype=acc, device=weight.device) \
+            if need_grad and bias is not None else None
+        loss_sum = torch.zeros((), dtype=acc, device=hidden.device)
+        correct = torch.zeros((), dtype=torch.long, device=hidden.device)
+        for start in range(0, hidden.shape[0], chunk_size):
+            h = hidden[start:start + chunk_size].to(compute_dtype)
+            y, m = labels[start:start + chunk_size], valid[start:start + chunk_size]
+            logits = (h @ w.t()).to(acc)
+            if bias is not None:
+                logits += bias.to(acc)
+            target = y.clamp(min=0)
+            lse = torch.logsumexp(logits, dim=-1)
+            picked = logits.gather(1, target[:, None]).squeeze(1)
+            loss_sum += ((lse - picked) * m).sum()
+            correct += ((logits.argmax(dim=-1) == y) & m).sum()
+            if need_grad:  # d loss / d logits = (softmax - onehot) / n_valid on valid rows
+                probs = logits.sub_(lse[:, None]).exp_()
+                probs[torch.arange(len(y), device=y.device), target] -= 1.0
+                probs *= (m.to(acc) / n_valid)[:, None]
+                p = probs.to(compute_dtype)
+                grad_hidden[start:start + chunk_size] = (p @ w).to(hidden.dtype)
+                if compute_dtype == acc:
+                    grad_weight.addmm_(p.t(), h)
+                else:
+                    grad_weight += (p.t() @ h).to(acc)
+                if grad_bias is not None:
+                    grad_bias += probs.sum(dim=0)
+        if need_grad:
+            ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype),
+                                  grad_bias.to(bias.dtype) if grad_bias is not None else None)
+        ctx.mark_non_differentiable(correct)
+        return loss_sum / n_valid, correct
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_correct):
+        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
+        return (grad_hidden * grad_loss, grad_weight * grad_loss,
+                grad_bias * grad_loss if grad_bias is not None else None, None, None)
+
+
+def linear_cross_entropy(hidden, weight, bias, labels, chunk_size: int | None = None):
+    """Mean cross-entropy of (hidden @ weight.T + bias) against labels (-100 ignored), and the count of correct
+    argmax predictions. hidden: [N, D], labels: [N]."""
+    if chunk_size is None:  # about 32 MB of fp32 logits per chunk
+        chunk_size = max(128, 2 ** 23 // weight.shape[0])
+    return LinearCrossEntropy.apply(hidden, weight, bias, labels, chunk_size)
