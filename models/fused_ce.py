@@ -30,14 +30,15 @@ class LinearCrossEntropy(torch.autograd.Function):
             if bias is not None:
                 logits += bias.to(acc)
             target = y.clamp(min=0)
-            lse = torch.logsumexp(logits, dim=-1)
             picked = logits.gather(1, target[:, None]).squeeze(1)
-            loss_sum += ((lse - picked) * m).sum()
-            correct += ((logits.argmax(dim=-1) == y) & m).sum()
+            row_max, predicted = logits.max(dim=-1)
+            probs = logits.sub_(row_max[:, None]).exp_()  # in place: the chunk's logits become exp(logit - max)
+            total = probs.sum(dim=-1)
+            loss_sum += ((row_max + total.log() - picked) * m).sum()
+            correct += ((predicted == y) & m).sum()
             if need_grad:  # d loss / d logits = (softmax - onehot) / n_valid on valid rows
-                probs = logits.sub_(lse[:, None]).exp_()
-                probs[torch.arange(len(y), device=y.device), target] -= 1.0
-                probs *= (m.to(acc) / n_valid)[:, None]
+                probs *= (m.to(acc) / (total * n_valid))[:, None]
+                probs[torch.arange(len(y), device=y.device), target] -= m.to(acc) / n_valid
                 p = probs.to(compute_dtype)
                 grad_hidden[start:start + chunk_size] = (p @ w).to(hidden.dtype)
                 if compute_dtype == acc:
