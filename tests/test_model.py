@@ -162,3 +162,19 @@ def test_sequence_longer_than_positions():
     model = build("gpt2")
     with pytest.raises(ValueError, match="longer than max_seq_len 32.*raise model.max_seq_len"):
         model(ids(length=33))
+
+
+def test_attention_weights_show_each_shape():
+    from models.inspect import attention_weights
+
+    x = ids(batch=1)
+    enc = attention_weights(build("bert"), x)["encoder self"]
+    assert enc.shape == (4, T, T) and (enc > 0).all()  # bidirectional: every key gets weight
+    dec = attention_weights(build("gpt2"), x)["decoder self"]
+    lower = torch.ones(T, T, dtype=torch.bool).tril()
+    assert (dec[:, ~lower] == 0).all() and (dec[:, lower] > 0).all()  # the causal triangle
+    maps = attention_weights(build("bart"), x, decoder_input_ids=x[:, :5])
+    assert maps["decoder cross"].shape == (4, 5, T)
+    torch.testing.assert_close(maps["decoder cross"].sum(-1), torch.ones(4, 5))
+    rel = attention_weights(build("t5"), x)  # relative bias goes through the explicit path too
+    assert rel["encoder self"].shape == (4, T, T)
