@@ -17,7 +17,13 @@ def attention_weights(model, input_ids, decoder_input_ids=None, layer: int = -1)
     try:
         for module in picked.values():
             module.record_weights = True
-        model(input_ids, decoder_input_ids=decoder_input_ids) if decoder_input_ids is not None else model(input_ids)
+        if decoder_input_ids is not None:
+            model(input_ids, decoder_input_ids=decoder_input_ids)
+        elif model.config.arch == "encoder-decoder":
+            model.encode(input_ids)
+        else:
+            model(input_ids)
+        picked = {name: module for name, module in picked.items() if module.last_weights is not None}
         return {name: module.last_weights[0].float().cpu() for name, module in picked.items()}
     finally:
         for module in picked.values():
