@@ -23,8 +23,8 @@ def attention_weights(model, input_ids, decoder_input_ids=None, layer: int = -1)
             model.encode(input_ids)
         else:
             model(input_ids)
-        picked = {name: module for name, module in picked.items() if module.last_weights is not None}
-        return {name: module.last_weights[0].float().cpu() for name, module in picked.items()}
+        return {name: module.last_weights[0].float().cpu() for name, module in picked.items()
+                if module.last_weights is not None}
     finally:
         for module in picked.values():
             module.record_weights, module.last_weights = False, None
