@@ -1,0 +1,163 @@
+"""Text infilling (BART): delete spans of words, leave one mask per span, reconstruct the whole text.
+
+After fairseq's DenoisingDataset.add_whole_word_mask with BART's settings (span-poisson, replace_length=1):
+
+- a block of seq_len - 2 tokens is framed as <s> block </s>; the framing tokens are never masked;
+- mask_ratio of the words (word starts from the tokenizer, see base.word_start_table) are masked, in spans whose
+  lengths (in words) are drawn from Poisson(poisson_lambda) until they cover the budget, the last one trimmed;
+- each span becomes one token: <mask>, or with probability random_ratio a random non-special token;
+- a zero-length span becomes an insertion: a <mask> (or random token) added at a random place;
+- with permute_sentences, the block's sentences (ending in a token whose text ends with . ! ? or in EOS) are
+  shuffled before masking, as BART's sentence permutation;
+- labels are the original framed block; the decoder reads it shifted right behind the decoder start token
+  (BART: </s>, the tokenizer's EOS; loss() uses the model config's when set); inputs are right-padded to
+  seq_len with an attention_mask.
+
+One deliberate difference from fairseq: spans are placed without overlapping (a uniformly random arrangement of
+the spans among the unmasked words), so mask_ratio is the fraction actually masked; fairseq draws span starts
+independently and overlapping spans mask about 0.26 for 0.3. Insertions are capped so the input never
+outgrows seq_len (the cap only bites on tiny blocks).
+"""
+import math
+
+import torch
+
+from pretrain.errors import UserError
+
+from . import register
+from .base import Objective, as_blocks, check_fraction, decoder_inputs, predict, word_start_table, word_starts
+
+
+def span_lengths(num_words: int, poisson_lambda: float, generator) -> torch.Tensor:
+    """Poisson span lengths (in words) drawn until they cover num_words, the last one trimmed to fit exactly."""
+    rate = torch.full((max(num_words, 1),), float(poisson_lambda))
+    lengths = torch.poisson(rate, generator=generator).long()
+    while lengths.sum() < num_words:
+        lengths = torch.cat([lengths, torch.poisson(rate, generator=generator).long()])
+    total = lengths.cumsum(0)
+    last = int((total >= num_words).nonzero()[0])
+    lengths = lengths[:last + 1]
+    lengths[last] = num_words - (total[last - 1] if last > 0 else 0)
+    return lengths
+
+
+def infill_noise(content, starts, mask_ratio, poisson_lambda, random_ratio, mask_id, random_tokens, generator):
+    """Text infilling of one row. content: LongTensor [n]; starts: bool [n], True where a word begins.
+
+    Returns (noised tokens, masked: bool [n] over content, span lengths in words including zero-length ones).
+    `random_tokens(count)` draws replacement ids.
+    """
+    starts = starts.clone()
+    starts[0] = True
+    word_of = starts.cumsum(0) - 1
+    num_words = int(word_of[-1]) + 1
+    budget = math.ceil(num_words * mask_ratio)
+    if budget == 0:
+        return content, torch.zeros_like(starts), torch.zeros(0, dtype=torch.long)
+    lengths = span_lengths(budget, poisson_lambda, generator)
+    spans = lengths[lengths > 0]
+    # a random arrangement of the spans among the unmasked words: choose which slots are spans
+    slots = num_words - budget + len(spans)
+    span_slot = torch.zeros(slots, dtype=torch.bool)
+    span_slot[torch.randperm(slots, generator=generator)[:len(spans)]] = True
+    slot_words = torch.ones(slots, dtype=torch.long)
+    slot_words[span_slot] = spans
+    first_word = slot_words.cumsum(0) - slot_words
+    word_masked = span_slot.repeat_interleave(slot_words)
+    word_span_start = torch.zeros(num_words, dtype=torch.bool)
+    word_span_start[first_word[span_slot]] = True
+
+    masked = word_masked[word_of]
+    span_start = word_span_start[word_of] & starts
+    replacement = torch.where(torch.rand(len(spans), generator=generator) < random_ratio,
+                              random_tokens(len(spans)), mask_id)
+    values = content.clone()
+    values[span_start] = replacement
+    noised = values[~masked | span_start]
+
+    inserts = min(int((lengths == 0).sum()), int(masked.sum()) - len(spans))  # never longer than the content
+    if inserts > 0:
+        total = len(noised) + inserts
+        at = torch.zeros(total, dtype=torch.bool)
+        at[torch.randperm(total, generator=generator)[:inserts]] = True
+        with_inserts = torch.empty(total, dtype=torch.long)
+        with_inserts[~at] = noised
+        with_inserts[at] = torch.where(torch.rand(inserts, generator=generator) < random_ratio,
+                                       random_tokens(inserts), mask_id)
+        noised = with_inserts
+    return noised, masked, lengths
+
+
+@register
+class TextInfilling(Objective):
+    name = "infill"
+    archs = ("encoder-decoder",)
+    special_tokens = ("pad_token", "eos_token", "bos_token", "mask_token")
+
+    def __init__(self, tokenizer, mask_ratio: float = 0.3, poisson_lambda: float = 3.0, random_ratio: float = 0.1,
+                 permute_sentences: bool = False, whole_word: bool = True):
+        super().__init__(tokenizer)
+        check_fraction(self.name, "mask_ratio", mask_ratio)
+        check_fraction(self.name, "random_ratio", random_ratio, allow_one=True)
+        if poisson_lambda <= 0:
+            raise UserError(f"objective 'infill': poisson_lambda={poisson_lambda} must be positive")
+        self.mask_ratio, self.poisson_lambda, self.random_ratio = mask_ratio, poisson_lambda, random_ratio
+        self.permute_sentences = permute_sentences
+        self.starts_word = word_start_table(tokenizer) if whole_word else torch.ones(self.vocab_size, dtype=torch.bool)
+        self.ends_sentence = sentence_end_table(tokenizer) if permute_sentences else None
+        self.decoder_start_id = self.eos_id  # BART's convention; loss() uses the model config's when set
+
+    def block_length(self, seq_len):
+        if seq_len < 3:
+            raise UserError(f"objective 'infill' needs seq_len >= 3 (<s>, text, </s>), got {seq_len}")
+        return seq_len - 2
+
+    def collate(self, blocks, generator):
+        ids = as_blocks(blocks)
+        batch, length = ids.shape
+        inputs = torch.full((batch, length + 2), self.pad_id)
+        attention_mask = torch.zeros((batch, length + 2), dtype=torch.long)
+        special = torch.isin(ids, self.special_ids)
+        for row in range(batch):
+            content, row_special = ids[row], special[row]
+            if self.permute_sentences:
+                order = permutation_of_sentences(self.ends_sentence[content], generator)
+                content, row_special = content[order], row_special[order]
+            noised, _, _ = infill_noise(content, word_starts(content, self.starts_word, row_special),
+                                        self.mask_ratio, self.poisson_lambda, self.random_ratio, self.mask_id,
+                                        lambda n: self._random_tokens((n,), generator), generator)
+            inputs[row, 0], inputs[row, len(noised) + 1] = self.bos_id, self.eos_id
+            inputs[row, 1:len(noised) + 1] = noised
+            attention_mask[row, :len(noised) + 2] = 1
+        labels = torch.cat([torch.full((batch, 1), self.bos_id), ids, torch.full((batch, 1), self.eos_id)], dim=1)
+        start = torch.full((batch, 1), self.decoder_start_id)
+        return {"input_ids": inputs, "attention_mask": attention_mask,
+                "decoder_input_ids": torch.cat([start, labels[:, :-1]], dim=1), "labels": labels}
+
+    def loss(self, model, batch):
+        hidden = model(batch["input_ids"], attention_mask=batch["attention_mask"],
+                       decoder_input_ids=decoder_inputs(model, batch))
+        return predict(model, hidden, batch["labels"])
+
+    def n_tokens(self, batch):
+        batch_size, framed = batch["labels"].shape
+        return batch_size * (framed - 2)
+
+
+def sentence_end_table(tokenizer) -> torch.Tensor:
+    """Bool over the vocabulary: the token ends a sentence (its text ends with . ! or ?, or it is EOS)."""
+    texts = tokenizer.backend_tokenizer.decode_batch([[v] for v in range(len(tokenizer))], skip_special_tokens=False)
+    ends = torch.tensor([t.rstrip().endswith((".", "!", "?")) for t in texts], dtype=torch.bool)
+    if tokenizer.eos_token_id is not None:
+        ends[tokenizer.eos_token_id] = True
+    return ends
+
+
+def permutation_of_sentences(ends: torch.Tensor, generator) -> torch.Tensor:
+    """Index order that shuffles the sentences of a row (a trailing fragment counts as a sentence)."""
+    ends = ends.clone()
+    ends[-1] = True
+    stops = ends.nonzero().squeeze(1) + 1
+    begins = torch.cat([stops.new_zeros(1), stops[:-1]])
+    order = torch.randperm(len(stops), generator=generator)
+    return torch.cat([torch.arange(begins[i], stops[i]) for i in order.tolist()])

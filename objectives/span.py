@@ -1,0 +1,153 @@
+"""Span corruption (T5): replace random spans with sentinels, predict the spans.
+
+A port of T5's `random_spans_noise_mask`, `noise_span_to_unique_sentinel` and
+`compute_input_and_target_lengths` (text-to-text-transfer-transformer preprocessors.py, as in Hugging Face's
+run_t5_mlm_flax.py), with the NumPy shuffles replaced by draws from the torch generator:
+
+- a block of L raw tokens has round(L * noise_density) noise tokens in round(noise / mean_span_length) spans;
+  noise and non-noise are each cut into that many non-empty runs at uniformly random places and interleaved,
+  starting with non-noise. The counts depend on L only, so every row has the same input and target length and
+  nothing is padded;
+- inputs: the non-noise tokens, each noise span replaced by one sentinel (<extra_id_0> first, in order), EOS;
+  targets: the complement, each non-noise span replaced by its sentinel, so the target reads
+  <extra_id_0> span0 <extra_id_1> span1 ... EOS;
+- `block_length(seq_len)` is the largest L whose inputs fit seq_len (512 -> 568 raw, 114 targets). The inputs
+  are then exactly seq_len long for any noise_density < 0.5 and seq_len >= 10; T5's own arithmetic leaves them
+  one short for a few lengths at noise_density 0.5 (its targets-length adjustment) and below 10;
+- the decoder reads the targets shifted right behind the decoder start token (T5: pad).
+
+Spans are counted from min(noise, non-noise) as in Hugging Face's port; for noise_density <= 0.5 this is T5's
+count, above it keeps every non-noise run non-empty.
+"""
+import torch
+import torch.nn.functional as F
+
+from pretrain.errors import UserError
+
+from . import register
+from .base import Objective, as_blocks, check_fraction, decoder_inputs, predict
+
+
+def span_counts(length: int, noise_density: float, mean_span_length: float) -> tuple:
+    """(noise tokens, noise spans) for a block of `length` tokens, as random_spans_noise_mask counts them."""
+    num_noise = min(max(int(round(length * noise_density)), 1), length - 1)
+    num_spans = max(int(round(min(num_noise, length - num_noise) / mean_span_length)), 1)
+    return num_noise, num_spans
+
+
+def corrupted_lengths(length: int, noise_density: float, mean_span_length: float) -> tuple:
+    """(input length, target length) after corrupting `length` raw tokens: one sentinel per span, plus EOS."""
+    noise, spans = span_counts(length, noise_density, mean_span_length)
+    return length - noise + spans + 1, noise + spans + 1
+
+
+def compute_input_and_target_lengths(inputs_length: int, noise_density: float, mean_span_length: float):
+    """T5's arithmetic: the raw length whose corrupted inputs fit `inputs_length`, and the target length.
+    (T5 starts the search at inputs_length; when one-token spans make the inputs longer than the raw text, it
+    first steps down here.)"""
+    tokens = inputs_length
+    while tokens > 2 and corrupted_lengths(tokens, noise_density, mean_span_length)[0] > inputs_length:
+        tokens -= 1
+    while corrupted_lengths(tokens + 1, noise_density, mean_span_length)[0] <= inputs_length:
+        tokens += 1
+    _, targets = corrupted_lengths(tokens, noise_density, mean_span_length)
+    if noise_density == 0.5 and targets > inputs_length:  # T5: keep targets at the (round) inputs length
+        tokens, targets = tokens - 1, targets - 1
+    return tokens, targets
+
+
+def random_segmentation(num_items: int, num_segments: int, batch: int, generator) -> torch.Tensor:
+    """[batch, num_segments] lengths of num_items split into non-empty runs at uniformly random cut points
+    (T5 shuffles num_segments - 1 ones among num_items - 1 gaps; choosing the gaps by a random sort is the same)."""
+    gaps = torch.rand(batch, num_items - 1, generator=generator).argsort(dim=1)[:, :num_segments - 1] + 1
+    bounds = torch.cat([torch.zeros(batch, 1, dtype=torch.long), gaps.sort(dim=1).values,
+                        torch.full((batch, 1), num_items)], dim=1)
+    return bounds.diff(dim=1)
+
+
+def random_spans_noise_mask(batch: int, length: int, noise_density: float, mean_span_length: float,
+                            generator) -> torch.Tensor:
+    """Bool [batch, length]: True on noise. Alternating non-noise / noise runs, starting with non-noise."""
+    num_noise, num_spans = span_counts(length, noise_density, mean_span_length)
+    noise_lengths = random_segmentation(num_noise, num_spans, batch, generator)
+    keep_lengths = random_segmentation(length - num_noise, num_spans, batch, generator)
+    interleaved = torch.stack([keep_lengths, noise_lengths], dim=2).reshape(batch, 2 * num_spans)
+    span_starts = interleaved.cumsum(dim=1)[:, :-1]
+    start_indicator = torch.zeros(batch, length, dtype=torch.long).scatter_(1, span_starts, 1)
+    return start_indicator.cumsum(dim=1) % 2 == 1
+
+
+def noise_span_to_unique_sentinel(ids, noise, sentinels, eos_id) -> torch.Tensor:
+    """Each run of `noise` becomes one sentinel (the k-th run gets sentinels[k]); EOS is appended.
+    Every row keeps the same number of tokens (the counts depend on the length only)."""
+    first = noise & ~F.pad(noise[:, :-1], (1, 0), value=False)
+    run = (first.cumsum(dim=1) - 1).clamp(min=0)
+    values = torch.where(first, sentinels[run], ids)
+    kept = values[~noise | first].view(ids.shape[0], -1)
+    return torch.cat([kept, torch.full((ids.shape[0], 1), eos_id)], dim=1)
+
+
+@register
+class SpanCorruption(Objective):
+    name = "span"
+    archs = ("encoder-decoder",)
+    special_tokens = ("pad_token", "eos_token", "sentinels")
+
+    def __init__(self, tokenizer, noise_density: float = 0.15, mean_span_length: float = 3.0):
+        super().__init__(tokenizer)
+        check_fraction(self.name, "noise_density", noise_density, allow_zero=False)
+        if mean_span_length < 1:
+            raise UserError(f"objective 'span': mean_span_length={mean_span_length} must be at least 1")
+        self.noise_density, self.mean_span_length = noise_density, mean_span_length
+        vocab = tokenizer.get_vocab()
+        sentinels = []
+        while f"<extra_id_{len(sentinels)}>" in vocab:
+            sentinels.append(vocab[f"<extra_id_{len(sentinels)}>"])
+        if not sentinels:
+            raise UserError("objective 'span' needs sentinel tokens <extra_id_0> ... in the tokenizer; add them "
+                            "with pretrain.tokenizer.ensure_special_tokens(tokenizer, ('sentinels',))")
+        self.sentinel_ids = torch.tensor(sentinels)
+        self.decoder_start_id = self.pad_id  # T5's convention; loss() uses the model config's when set
+        self._raw_lengths = {}
+
+    def block_length(self, seq_len):
+        raw, _ = compute_input_and_target_lengths(seq_len, self.noise_density, self.mean_span_length)
+        self._check_sentinels(raw)
+        return raw
+
+    def target_length(self, seq_len) -> int:
+        return compute_input_and_target_lengths(seq_len, self.noise_density, self.mean_span_length)[1]
+
+    def _check_sentinels(self, raw_length):
+        _, spans = span_counts(raw_length, self.noise_density, self.mean_span_length)
+        if spans > len(self.sentinel_ids):
+            raise UserError(f"objective 'span': {raw_length} raw tokens make {spans} noise spans but the tokenizer "
+                            f"has {len(self.sentinel_ids)} sentinels; use a shorter seq_len or more <extra_id_N>")
+
+    def collate(self, blocks, generator):
+        ids = as_blocks(blocks)
+        batch, length = ids.shape
+        if length < 2:
+            raise ValueError("span corruption needs blocks of at least 2 tokens")
+        self._check_sentinels(length)
+        noise = random_spans_noise_mask(batch, length, self.noise_density, self.mean_span_length, generator)
+        inputs = noise_span_to_unique_sentinel(ids, noise, self.sentinel_ids, self.eos_id)
+        labels = noise_span_to_unique_sentinel(ids, ~noise, self.sentinel_ids, self.eos_id)
+        start = torch.full((batch, 1), self.decoder_start_id)
+        return {"input_ids": inputs, "decoder_input_ids": torch.cat([start, labels[:, :-1]], dim=1),
+                "labels": labels}
+
+    def loss(self, model, batch):
+        hidden = model(batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                       decoder_input_ids=decoder_inputs(model, batch))
+        return predict(model, hidden, batch["labels"])
+
+    def n_tokens(self, batch):
+        """Raw length from the two shapes: inputs + targets = raw + 2 * spans + 2 grows strictly with raw."""
+        shape = (batch["input_ids"].shape[1], batch["labels"].shape[1])
+        if shape not in self._raw_lengths:
+            raw = shape[0] + shape[1] - 2
+            while corrupted_lengths(raw, self.noise_density, self.mean_span_length) != shape:
+                raw -= 1
+            self._raw_lengths[shape] = raw
+        return batch["input_ids"].shape[0] * self._raw_lengths[shape]

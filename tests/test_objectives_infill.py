@@ -1,0 +1,139 @@
+"""Text infilling: 30% masked in Poisson spans, one mask per span, unmasked text kept in order, target = original."""
+import math
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from objectives_fixtures import bpe, random_blocks, text_blocks, tiny_model, train_steps
+
+from objectives import build_objective
+from objectives.base import word_start_table, word_starts
+from objectives.infill import infill_noise, permutation_of_sentences, sentence_end_table
+
+MASK = -1  # mask id used by the direct infill_noise tests (never a real token there)
+
+
+def noise(content, starts, generator, mask_ratio=0.3, random_ratio=0.0, lam=3.0):
+    return infill_noise(content, starts, mask_ratio, lam, random_ratio, MASK,
+                        lambda n: torch.full((n,), -2), generator)
+
+
+def test_masked_fraction_is_the_mask_ratio():
+    tok = bpe()
+    blocks = text_blocks(tok, 200, 254)  # real text: many words of several tokens
+    table = word_start_table(tok)
+    special = torch.isin(blocks, torch.tensor(tok.all_special_ids))
+    g = torch.Generator().manual_seed(0)
+    fractions = [noise(row, word_starts(row, table, sp), g)[1].float().mean().item()
+                 for row, sp in zip(blocks, special)]
+    assert abs(sum(fractions) / len(fractions) - 0.30) < 0.03
+
+
+def test_span_lengths_follow_the_poisson_mean():
+    g = torch.Generator().manual_seed(0)
+    content = torch.arange(3000)
+    lengths = torch.cat([noise(content, torch.ones(3000, dtype=torch.bool), g, lam=lam)[2]
+                         for lam in [3.0] * 20]).float()
+    assert abs(lengths.mean().item() - 3.0) < 0.1
+    assert abs((lengths == 0).float().mean().item() - math.exp(-3)) < 0.015  # zero-length spans: insertions
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 200), start_rate=st.floats(0.2, 1.0),
+       mask_ratio=st.floats(0.0, 0.9), lam=st.floats(0.5, 6.0))
+def test_removing_masks_recovers_unmasked_tokens_in_order(seed, n, start_rate, mask_ratio, lam):
+    g = torch.Generator().manual_seed(seed)
+    content = torch.arange(n)
+    starts = torch.rand(n, generator=torch.Generator().manual_seed(seed + 1)) < start_rate
+    noised, masked, lengths = noise(content, starts, g, mask_ratio=mask_ratio, lam=lam)
+    assert torch.equal(noised[noised != MASK], content[~masked])         # realign: unmasked tokens, in order
+    words = (starts | (torch.arange(n) == 0)).cumsum(0)
+    for w in words.unique():                                              # whole words only
+        assert masked[words == w].all() or not masked[words == w].any()
+    num_words = int(words[-1])
+    masked_words = len(words[masked].unique())
+    assert masked_words == math.ceil(num_words * mask_ratio) == int(lengths.sum())
+    spans = int((lengths > 0).sum())
+    inserts = int((noised == MASK).sum()) - spans
+    assert 0 <= inserts <= int((lengths == 0).sum())                      # one mask per span, plus insertions
+    assert len(noised) <= n                                               # never longer than the content
+
+
+def test_random_replacements_are_about_ten_percent_and_not_special():
+    tok = bpe()
+    obj = build_objective("infill", tok)
+    blocks = text_blocks(tok, 64, 254)
+    batch = obj.collate(blocks, torch.Generator().manual_seed(0))
+    inputs = batch["input_ids"][batch["attention_mask"].bool()]
+    n_mask = (inputs == tok.mask_token_id).sum().item()
+    # counting random replacements exactly needs the spans: use the noise function with a marker instead
+    g = torch.Generator().manual_seed(0)
+    table, special = word_start_table(tok), torch.isin(blocks, torch.tensor(tok.all_special_ids))
+    marks = [infill_noise(row, word_starts(row, table, sp), 0.3, 3.0, 0.1, MASK, lambda k: torch.full((k,), -2), g)[0]
+             for row, sp in zip(blocks, special)]
+    marks = torch.cat(marks)
+    random_share = (marks == -2).sum().item() / ((marks == -2).sum().item() + (marks == MASK).sum().item())
+    assert abs(random_share - 0.1) < 0.03
+    assert n_mask > 0
+    random_pool = obj._non_special_ids()
+    assert not torch.isin(random_pool, torch.tensor(tok.all_special_ids)).any()
+
+
+def test_collate_frames_pads_and_shifts():
+    tok = bpe()
+    obj = build_objective("infill", tok)
+    obj.check_arch("encoder-decoder")
+    seq_len = 64
+    assert obj.block_length(seq_len) == 62
+    blocks = random_blocks(tok, 6, 62, special_rate=0.02)
+    batch = obj.collate(blocks.tolist(), torch.Generator().manual_seed(3))
+    assert all(v.shape == (6, seq_len) for v in batch.values())
+    labels = batch["labels"]
+    assert torch.equal(labels[:, 1:-1], blocks)                           # target = the original text
+    assert (labels[:, 0] == tok.bos_token_id).all() and (labels[:, -1] == tok.eos_token_id).all()
+    assert (batch["decoder_input_ids"][:, 0] == tok.eos_token_id).all()    # BART: decoder starts with </s>
+    assert torch.equal(batch["decoder_input_ids"][:, 1:], labels[:, :-1])
+    for row in range(6):
+        mask = batch["attention_mask"][row].bool()
+        n = int(mask.sum())
+        assert mask[:n].all() and not mask[n:].any()
+        ids = batch["input_ids"][row]
+        assert ids[0] == tok.bos_token_id and ids[n - 1] == tok.eos_token_id
+        assert (ids[n:] == tok.pad_token_id).all()
+        assert (ids[1:n - 1] == tok.mask_token_id).any()
+    assert obj.n_tokens(batch) == 6 * 62
+
+
+def test_sentence_permutation_moves_whole_sentences():
+    tok = bpe()
+    ends = sentence_end_table(tok)
+    vocab = tok.get_vocab()
+    assert ends[vocab["."]] and ends[tok.eos_token_id] and not ends[vocab["Ġword"]]
+    blocks = text_blocks(tok, 1, 120)[0]
+    is_end = ends[blocks].clone()
+    is_end[-1] = True
+    sentence = torch.cat([torch.zeros(1, dtype=torch.long), is_end[:-1].long()]).cumsum(0)
+    assert sentence[-1] >= 3
+    orders = set()
+    for seed in range(5):
+        order = permutation_of_sentences(ends[blocks], torch.Generator().manual_seed(seed))
+        for s in sentence.unique():                  # each sentence: one contiguous run, its tokens in order
+            at = (sentence[order] == s).nonzero().squeeze(1)
+            assert torch.equal(at, torch.arange(at[0], at[0] + len(at)))
+            assert torch.equal(order[at], (sentence == s).nonzero().squeeze(1))
+        orders.add(tuple(order.tolist()))
+    assert len(orders) > 1
+    obj = build_objective("infill", tok, permute_sentences=True, mask_ratio=0.0)
+    batch = obj.collate(blocks[None], torch.Generator().manual_seed(0))
+    assert torch.equal(batch["labels"][0, 1:-1], blocks)                   # target: the unpermuted original
+    assert sorted(batch["input_ids"][0, 1:-1].tolist()) == sorted(blocks.tolist())
+
+
+def test_infill_trains_a_tiny_bart():
+    tok = bpe()
+    obj = build_objective("infill", tok)
+    obj.check_arch("encoder-decoder")
+    model = tiny_model("bart", tok)
+    batch = obj.collate(text_blocks(tok, 8, obj.block_length(64)), torch.Generator().manual_seed(0))
+    losses = train_steps(obj, model, batch)
+    assert losses[-1] < losses[0] - 0.5, losses
