@@ -1,13 +1,118 @@
-"""The `pretrain` command: one entry point whose subcommands share the config system."""
-import argparse
+"""The `pretrain` command: one entry point whose subcommands share the config system.
+
+    pretrain train [--config X.yaml] [--section.key value ...] [--resume] [--overwrite]
+    pretrain eval RUN_DIR [--batches N]
+
+User mistakes print `error: <one line>` on stderr, exit status 2 for usage / configuration errors and 1 for errors
+at run time, without a traceback.
+"""
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: pretrain <command> [options]
+
+commands:
+  train      train a model: pretrain train [--config X.yaml] [--model.preset bert] [--objective.name mlm] ...
+  eval       evaluate a finished run on its validation split: pretrain eval RUN_DIR
+  export     a run -> a Hugging Face folder / the Hub, or a Hugging Face model -> a run
+  compare    train several objectives on one corpus at an equal budget and write a report
+  attention  plot a trained model's attention weights for a text
+
+`pretrain <command> --help` lists a command's options."""
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="pretrain", description=__doc__)
-    parser.add_subparsers(dest="command", title="subcommands")
-    parser.parse_args(argv)
-    parser.print_help()
+def cmd_train(argv: list[str]) -> int:
+    from .run import main as run_main
+
+    run_main(None, argv, prog="pretrain train")
+    return 0
+
+
+def cmd_eval(argv: list[str]) -> int:
+    import argparse
+    import json
+
+    from .eval_run import evaluate_run
+
+    parser = argparse.ArgumentParser(prog="pretrain eval", description="Validation metrics of a finished run.")
+    parser.add_argument("run_dir", help="a run directory written by `pretrain train` or a recipe")
+    parser.add_argument("--batches", type=int, default=None, help="evaluate at most this many batches")
+    parser.add_argument("--checkpoint", default=None, help="a checkpoint directory instead of RUN_DIR/final")
+    args = parser.parse_args(argv)
+    print(json.dumps(evaluate_run(args.run_dir, args.batches, args.checkpoint), indent=2))
+    return 0
+
+
+def cmd_export(argv: list[str]) -> int:
+    from .export import export_main
+
+    return export_main(argv)
+
+
+def cmd_compare(argv: list[str]) -> int:
+    from .compare import compare_main
+
+    return compare_main(argv)
+
+
+def cmd_attention(argv: list[str]) -> int:
+    from .attention_cli import attention_main
+
+    return attention_main(argv)
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "compare": cmd_compare,
+            "attention": cmd_attention}
+COMMANDS["compare"] = lambda argv: __import__("pretrain.compare", fromlist=["x"]).compare_main(argv)
+COMMANDS["attention"] = lambda argv: __import__("pretrain.attention_cli", fromlist=["x"]).attention_main(argv)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    return run_guarded(COMMANDS[command], rest)
+
+
+def run_guarded(fn, argv) -> int:
+    """Run a command; UserError -> `error: msg` (exit 2 for ConfigError, 1 otherwise), no traceback."""
+    from .config import ConfigError
+    from .errors import UserError
+
+    try:
+        return fn(argv) or 0
+    except ConfigError as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except UserError as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; continue with --resume (the last complete checkpoint is kept)", file=sys.stderr)
+        return 130
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split("\n")).strip()
+
+
+
+def run_recipe(defaults: dict, argv=None):
+    """What a recipe file calls: train with the recipe's defaults, errors printed like the CLI's."""
+    from pathlib import Path
+
+    from .run import main as run_main
+
+    prog = f"python {Path(sys.argv[0]).name}" if sys.argv and sys.argv[0] else "recipe"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    sys.exit(run_guarded(lambda a: run_main(defaults, a, prog=prog) and 0, argv))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Checkpoints written atomically: `save_state` into `checkpoints/.tmp-step_N`, then `trainer_state.json`, fsync,
+rename to `step_N`; keep the last K. A half-written checkpoint is never picked: only `step_N` directories holding a
+`trainer_state.json` count. Weights load only from safetensors or `torch.load(weights_only=True)`."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+from .errors import UserError
+
+STATE_FILE = "trainer_state.json"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def fsync_tree(path: Path):
+    """Flush every file under path and the directories themselves to disk."""
+    for root, _, files in os.walk(path):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(root))
+
+
+def fsync_dir(path: Path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, data: dict):
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class CheckpointManager:
+    def __init__(self, run_dir: Path, keep_last: int = 2):
+        self.dir = Path(run_dir) / "checkpoints"
+        self.keep_last = keep_last
+
+    def complete(self) -> list[tuple[int, Path]]:
+        """(step, path) of every complete checkpoint, oldest first."""
+        if not self.dir.is_dir():
+            return []
+        found = []
+        for entry in self.dir.iterdir():
+            m = _STEP_DIR.match(entry.name)
+            if m and entry.is_dir() and (entry / STATE_FILE).is_file():
+                found.append((int(m.group(1)), entry))
+        return sorted(found)
+
+    def latest(self) -> Path | None:
+        found = self.complete()
+        return found[-1][1] if found else None
+
+    def save(self, accelerator, step: int, state: dict) -> Path:
+        """Every process calls this (save_state writes per-rank RNG files / shards); the main process finalizes."""
+        final = self.dir / f"step_{step}"
+        tmp = self.dir / f".tmp-step_{step}"
+        if accelerator.is_main_process:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                shutil.rmtree(tmp)
+        accelerator.wait_for_everyone()
+        try:
+            accelerator.save_state(str(tmp), safe_serialization=True)
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                write_json_atomic(tmp / STATE_FILE, state)
+                fsync_tree(tmp)
+                if final.exists():  # re-saving the same step (e.g. a resumed run that stops where it started)
+                    shutil.rmtree(final)
+                os.rename(tmp, final)
+                fsync_dir(self.dir)
+                self.prune()
+        except (OSError, RuntimeError) as e:  # disk full, permissions; torch.save reports them as RuntimeError
+            if accelerator.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+            reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:200]
+            raise UserError(f"could not write checkpoint step {step} in {self.dir}: {reason}; "
+                            f"free disk space or fix permissions, then resume with --resume "
+                            f"(the previous checkpoint is intact)") from None
+        accelerator.wait_for_everyone()
+        return final
+
+    def prune(self):
+        found = self.complete()
+        for _, path in found[: max(0, len(found) - self.keep_last)]:
+            shutil.rmtree(path, ignore_errors=True)
+        for entry in self.dir.glob(".tmp-step_*"):  # leftovers of a killed save
+            shutil.rmtree(entry, ignore_errors=True)
+
+    @staticmethod
+    def read_state(path: Path) -> dict:
+        try:
+            return json.loads((Path(path) / STATE_FILE).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"checkpoint {path} is unreadable ({e}); delete it to resume from an older one") from None
+
+    @staticmethod
+    def load(accelerator, path: Path):
+        try:
+            accelerator.load_state(str(path), load_kwargs={"weights_only": True})
+        except Exception as e:  # corrupted / truncated / pickled-with-code files all end here
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(f"checkpoint {path} could not be loaded ({type(e).__name__}: {msg[:200]}); "
+                            f"delete that directory to resume from an older checkpoint") from None

@@ -1,0 +1,66 @@
+"""Which blocks each rank trains on at each step, without a stateful DataLoader.
+
+Epoch e visits the training blocks in a permutation seeded from (seed, e). One optimizer step consumes
+`global_batch = batch_size x world_size x grad_accum` consecutive entries of it: micro-batch m of rank r is the slice
+[(m*W + r)*B, (m*W + r + 1)*B) of the step's window, so 2 processes x batch b see exactly what 1 process x 2b sees.
+A partial window at the end of an epoch is dropped. The data position is just (epoch, index): saved in the
+checkpoint, it makes a resumed run read the same blocks, whatever the world size.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from .errors import UserError
+
+
+def mix_seed(*parts) -> int:
+    """A 63-bit seed from any tuple of ints / strings (stable across processes and Python runs)."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def generator(*parts) -> torch.Generator:
+    return torch.Generator().manual_seed(mix_seed(*parts))
+
+
+class DataOrder:
+    def __init__(self, n_blocks: int, seed: int, batch_size: int, world_size: int, grad_accum: int):
+        self.n, self.seed = n_blocks, seed
+        self.b, self.w, self.accum = batch_size, world_size, grad_accum
+        self.global_batch = batch_size * world_size * grad_accum
+        if self.global_batch > n_blocks:
+            raise UserError(f"the corpus has {n_blocks} training blocks, fewer than one step's "
+                            f"{self.global_batch} (batch_size {batch_size} x {world_size} processes x grad_accum "
+                            f"{grad_accum}); use a larger corpus or a smaller run.batch_size / run.seq_len")
+        self._perm_epoch, self._perm = None, None
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        if self._perm_epoch != epoch:
+            self._perm = torch.randperm(self.n, generator=generator(self.seed, "data", epoch))
+            self._perm_epoch = epoch
+        return self._perm
+
+    def step_indices(self, epoch: int, index: int) -> tuple[torch.Tensor, int, int]:
+        """Indices of the whole global batch of the step at position (epoch, index), and the next position."""
+        if index + self.global_batch > self.n:
+            epoch, index = epoch + 1, 0
+        window = self.permutation(epoch)[index: index + self.global_batch]
+        return window, epoch, index + self.global_batch
+
+    def local(self, window: torch.Tensor, micro: int, rank: int) -> torch.Tensor:
+        start = (micro * self.w + rank) * self.b
+        return window[start: start + self.b]
+
+
+def get_blocks(blocks, indices: torch.Tensor) -> torch.Tensor:
+    """Rows of a LongTensor [N, L] or of a datasets.Dataset with an "input_ids" column, as LongTensor [B, L]."""
+    if isinstance(blocks, torch.Tensor):
+        return blocks[indices]
+    rows = blocks[indices.tolist()]["input_ids"]
+    if isinstance(rows, torch.Tensor):
+        return rows.long()
+    if isinstance(rows, list) and rows and isinstance(rows[0], torch.Tensor):
+        return torch.stack(rows).long()
+    return torch.tensor(rows, dtype=torch.long)

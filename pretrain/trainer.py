@@ -1,0 +1,279 @@
+"""The training loop on accelerate.Accelerator: gradient accumulation, clipping, the LR schedule, the budget
+(steps / tokens / time), periodic evaluation and checkpoints, non-finite handling, metrics and the progress bar.
+
+Exactness: the blocks of each step come from DataOrder (seeded by (seed, epoch)), the objective's masks from a
+generator seeded by (seed, step, rank, micro), dropout from the global RNG reseeded by (seed, step, rank). A run
+resumed from a checkpoint therefore computes the same batches, masks and losses as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CheckpointManager
+from .data_order import DataOrder, generator, get_blocks, mix_seed
+from .errors import UserError
+from .evaluate import ModelHandle, evaluate
+from .logging_utils import MetricsLog, Progress, peak_flops
+from .optim import lr_factor, set_lr
+
+def enable_activation_checkpointing(model: torch.nn.Module) -> int:
+    """Recompute every Transformer layer in the backward pass (torch.utils.checkpoint, non-reentrant).
+    Uses the model's own switch when it has one; returns the number of layers wrapped."""
+    if hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable()
+        return -1
+    from torch.utils.checkpoint import checkpoint
+
+    wrapped = 0
+    for stack in (getattr(model, "encoder", None), getattr(model, "decoder", None)):
+        for layer in getattr(stack, "layers", None) or []:
+            forward = layer.forward
+            layer.forward = (lambda f: lambda *a, **k: checkpoint(f, *a, use_reentrant=False, **k))(forward)
+            wrapped += 1
+    return wrapped
+
+
+class Trainer:
+    def __init__(self, cfg, model_cfg, model, objective, train_blocks, val_blocks, run_dir: Path, accelerator,
+                 run_state: dict | None = None):
+        self.cfg, self.model_cfg, self.objective = cfg, model_cfg, objective
+        self.run_cfg, self.optim_cfg = cfg.run, cfg.optim
+        self.acc, self.run_dir = accelerator, Path(run_dir)
+        self.train_blocks, self.val_blocks = train_blocks, val_blocks
+        self.run_state = dict(run_state or {})  # arch, vocab, hashes written into every checkpoint
+        self.rank, self.world = accelerator.process_index, accelerator.num_processes
+        r = self.run_cfg
+        self.block_length = objective.block_length(r.seq_len)
+        self.order = DataOrder(len(train_blocks), r.seed, r.batch_size, self.world, r.grad_accum)
+        self.tokens_per_step = self.order.global_batch * self.block_length
+        self.max_steps = self._max_steps()
+
+        from .optim import build_optimizer
+
+        self.module = model
+        optimizer = build_optimizer(model, cfg.optim, accelerator.device.type)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.module = accelerator.unwrap_model(self.model)
+        if r.activation_checkpointing:
+            enable_activation_checkpointing(self.module)
+        if r.compile:
+            self.module.compile()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.ckpt = CheckpointManager(self.run_dir, r.keep_last)
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=accelerator.is_main_process)
+        self.step, self.tokens, self.elapsed, self.epoch, self.index, self.skipped = 0, 0, 0.0, 0, 0, 0
+        self.flops = 0.0  # training FLOPs so far (all processes), for compute-matched comparisons
+        self._peak = None
+
+    # ---- budget and schedule ---------------------------------------------------------------------------------
+    def _max_steps(self) -> int | None:
+        r, limits = self.run_cfg, []
+        if r.max_steps is not None:
+            limits.append(r.max_steps)
+        if r.max_tokens is not None:
+            limits.append(math.ceil(r.max_tokens / self.tokens_per_step))
+        return min(limits) if limits else None
+
+    def progress(self) -> float:
+        """Fraction of the budget done (the furthest of steps / tokens and time)."""
+        fractions = []
+        if self.max_steps:
+            warm = min(self.optim_cfg.warmup_steps, self.max_steps - 1)
+            fractions.append((self.step - warm) / max(1, self.max_steps - warm))
+        if self.run_cfg.max_time:
+            fractions.append(self.elapsed / self.run_cfg.max_time)
+        return min(1.0, max(fractions + [0.0]))
+
+    def done_fraction(self) -> float:
+        fractions = [self.step / self.max_steps] if self.max_steps else []
+        if self.run_cfg.max_time:
+            fractions.append(self.elapsed / self.run_cfg.max_time)
+        return min(1.0, max(fractions + [0.0]))
+
+    def finished(self) -> bool:
+        return (self.max_steps is not None and self.step >= self.max_steps) or \
+            (self.run_cfg.max_time is not None and self.elapsed >= self.run_cfg.max_time)
+
+    # ---- state ---------------------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {**self.run_state, "step": self.step, "tokens": self.tokens, "elapsed": self.elapsed,
+                "epoch": self.epoch, "index": self.index, "skipped_steps": self.skipped, "flops": self.flops,
+                "world_size": self.world, "objective": self.objective.name}
+
+    def resume(self, path: Path):
+        saved = CheckpointManager.read_state(path)
+        CheckpointManager.load(self.acc, path)
+        self.step, self.tokens, self.elapsed = saved["step"], saved["tokens"], saved["elapsed"]
+        self.epoch, self.index, self.skipped = saved["epoch"], saved["index"], saved.get("skipped_steps", 0)
+        self.flops = saved.get("flops", 0.0)
+        if self.acc.is_main_process:
+            self.metrics.truncate_after(self.step)
+
+    def save_checkpoint(self):
+        if not all(bool(torch.isfinite(p).all()) for p in self.params):
+            raise UserError(f"parameters are not finite at step {self.step}; not saving a checkpoint over the "
+                            f"last good one; lower optim.lr or raise optim.warmup_steps and resume")
+        return self.ckpt.save(self.acc, self.step, self.state())
+
+    # ---- one step ------------------------------------------------------------------------------------------------
+    def _to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.acc.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()}
+
+    def _flops(self, batch: dict, n_predicted: float) -> float:
+        ids = batch["input_ids"]
+        dec = batch.get("decoder_input_ids")
+        arch = self.model_cfg.arch
+        if arch == "encoder-decoder" and dec is not None:
+            return self.model_cfg.train_flops(ids.numel(), dec.numel(), n_predicted, ids.shape[1], dec.shape[1])
+        if arch == "decoder":
+            return self.model_cfg.train_flops(0, ids.numel(), n_predicted, 0, ids.shape[1])
+        return self.model_cfg.train_flops(ids.numel(), 0, n_predicted, ids.shape[1], 0)
+
+    def train_step(self) -> dict:
+        r = self.run_cfg
+        window, self.epoch, self.index = self.order.step_indices(self.epoch, self.index)
+        torch.manual_seed(mix_seed(r.seed, "dropout", self.step, self.rank))
+        self.model.train()
+        handle = ModelHandle(self.model, self.module)
+        sums, flops, nonfinite = {}, 0.0, False
+        grad_norm = torch.tensor(float("nan"))
+        for micro in range(r.grad_accum):
+            blocks = get_blocks(self.train_blocks, self.order.local(window, micro, self.rank))
+            batch = self.objective.collate(blocks, generator(r.seed, "collate", self.step, self.rank, micro))
+            batch = self._to_device(batch)
+            with self.acc.accumulate(self.model), self.acc.autocast():
+                loss, metrics = self.objective.loss(handle, batch)
+                self.acc.backward(loss)
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v.detach().float()
+                if "accuracy" in metrics and "n_predicted" in metrics:
+                    weighted = metrics["accuracy"].detach().float() * metrics["n_predicted"].float()
+                    sums["_acc_weighted"] = sums.get("_acc_weighted", 0.0) + weighted
+                flops += self._flops(batch, float(metrics["n_predicted"]))
+                if self.acc.sync_gradients:
+                    row = self._reduce(sums, r.grad_accum)
+                    nonfinite = not math.isfinite(row["loss"])
+                    if not nonfinite:
+                        clip = self.optim_cfg.grad_clip
+                        norm = self.acc.clip_grad_norm_(self.params, clip if clip > 0 else float("inf"))
+                        grad_norm = torch.as_tensor(norm if norm is not None else float("nan")).float()
+                        nonfinite = norm is not None and not bool(torch.isfinite(grad_norm))
+                    if nonfinite:
+                        self._on_nonfinite(row)
+                    else:
+                        set_lr(self.optimizer, self.lr())
+                        self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+        row["grad_norm"] = float(grad_norm)
+        row["lr"] = self.lr()
+        row["_flops"] = flops * self.world
+        self.step += 1
+        self.tokens += self.tokens_per_step
+        return row
+
+    def lr(self) -> float:
+        return self.optim_cfg.lr * lr_factor(self.step, self.progress(), self.optim_cfg)
+
+    def _reduce(self, sums: dict, n_micro: int) -> dict:
+        """Mean over micro-batches and ranks; accuracy weighted by n_predicted, n_predicted summed."""
+        keys = sorted(sums)
+        values = [sums[k] if k in ("n_predicted", "_acc_weighted") else sums[k] / n_micro for k in keys]
+        values.append(torch.tensor(time.perf_counter() - self._t0 + self._elapsed0))
+        vec = torch.stack([v.float().reshape(()) for v in values]).to(self.acc.device)
+        if self.world > 1:
+            vec = self.acc.reduce(vec, reduction="mean")
+        out = dict(zip(keys, vec[:-1].tolist()))
+        self.elapsed = float(vec[-1])
+        weighted = out.pop("_acc_weighted", None)
+        if weighted is not None and out.get("n_predicted"):
+            out["accuracy"] = weighted / out["n_predicted"]
+        if "n_predicted" in out:
+            out["n_predicted"] = round(out["n_predicted"] * self.world)
+        return out
+
+    def _on_nonfinite(self, row: dict):
+        step = self.step + 1
+        if self.run_cfg.on_nonfinite == "skip":
+            self.skipped += 1
+            if self.acc.is_main_process:
+                self.bar.write(f"warning: non-finite loss or gradient at step {step}; step skipped "
+                               f"({self.skipped} so far)")
+            return
+        latest = self.ckpt.latest()
+        raise UserError(f"non-finite loss ({row.get('loss')}) or gradient at step {step}; stopped without saving "
+                        f"(last good checkpoint: {latest or 'none'}); lower optim.lr, raise optim.warmup_steps, "
+                        f"or set run.on_nonfinite skip")
+
+    # ---- evaluation ----------------------------------------------------------------------------------------------
+    def evaluate(self) -> dict:
+        r = self.run_cfg
+        return evaluate(self.module, self.objective, self.val_blocks, r.batch_size, r.seed, r.eval_batches, self.acc)
+
+    # ---- the loop ------------------------------------------------------------------------------------------------
+    def train(self, resume_from: Path | None = None) -> dict:
+        r, acc = self.run_cfg, self.acc
+        if resume_from is not None:
+            self.resume(resume_from)
+            if acc.is_main_process:
+                print(f"resumed from {resume_from} at step {self.step} ({self.tokens:,} tokens)", flush=True)
+        self._t0, self._elapsed0 = time.perf_counter(), self.elapsed
+        device = acc.device
+        self._peak = peak_flops(device, acc.mixed_precision, r.peak_flops) * self.world
+        self.bar = Progress(acc.is_main_process and r.progress, self.done_fraction()) \
+            if acc.is_main_process else Progress(False)
+        last_eval, last_saved, tps = {}, self.step if resume_from else None, 0.0
+        try:
+            while not self.finished():
+                t = time.perf_counter()
+                row = self.train_step()
+                dt = max(time.perf_counter() - t, 1e-9)
+                flops = row.pop("_flops")
+                self.flops += flops
+                tps = self.tokens_per_step / dt
+                row = {"split": "train", "step": self.step, "tokens": self.tokens, "epoch": self.epoch, **row,
+                       "tokens_per_s": tps, "mfu": flops / dt / self._peak, "flops": self.flops,
+                       "elapsed": self.elapsed}
+                self._log(row)
+                self.bar.update(self.done_fraction(), self.step, row.get("loss", float("nan")), tps, row["mfu"])
+                stopping = self.finished() or (r.stop_at_step is not None and self.step >= r.stop_at_step)
+                if self.step % r.eval_every == 0 or self.finished():
+                    last_eval = self._eval_and_log()
+                if self.step % r.save_every == 0 or stopping:
+                    self.save_checkpoint()
+                    last_saved = self.step
+                if stopping and not self.finished():
+                    if acc.is_main_process:
+                        self.bar.write(f"stopped at step {self.step} (run.stop_at_step); continue with --resume")
+                    return {"stopped_at": self.step}
+            if last_saved != self.step:
+                self.save_checkpoint()
+            if not last_eval:
+                last_eval = self._eval_and_log()
+        finally:
+            self.bar.close()
+            self.metrics.close()
+        return last_eval
+
+    def _eval_and_log(self) -> dict:
+        metrics = self.evaluate()
+        if metrics:
+            self._log({"split": "val", "step": self.step, "tokens": self.tokens, **metrics,
+                       "elapsed": self.elapsed})
+            if self.acc.is_main_process:
+                shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "n_predicted")
+                self.bar.write(f"step {self.step}: val {shown}")
+        return metrics
+
+    def _log(self, row: dict):
+        if self.acc.is_main_process:
+            self.metrics.write(row)
+        if self.acc.trackers:
+            split = row["split"]
+            self.acc.log({f"{split}/{k}": v for k, v in row.items()
+                          if k not in ("split", "step") and isinstance(v, (int, float))}, step=self.step)

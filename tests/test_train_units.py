@@ -1,0 +1,125 @@
+"""Trainer pieces on a tiny in-memory setup (no corpus): schedule, decay groups, checkpoint atomicity and
+retention, non-finite losses (stop naming the step, or skip), activation checkpointing."""
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from models import ModelConfig, Transformer
+from objectives import build_objective
+from pretrain.checkpoint import CheckpointManager
+from pretrain.config import OptimSection, RunSection
+from pretrain.errors import UserError
+from pretrain.optim import lr_factor, param_groups
+from pretrain.run import make_accelerator
+from pretrain.trainer import Trainer, enable_activation_checkpointing
+from train_dp_worker import tokenizer
+
+
+class PoisonAt:
+    """An objective whose loss turns NaN at the given (1-based) steps."""
+
+    def __init__(self, inner, steps):
+        self.inner, self.steps, self.calls = inner, set(steps), 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def loss(self, model, batch):
+        loss, metrics = self.inner.loss(model, batch)
+        if model.training:
+            self.calls += 1
+            if self.calls in self.steps:
+                loss = loss * float("nan")
+                metrics = {**metrics, "loss": loss.detach()}
+        return loss, metrics
+
+
+def make_trainer(run_dir, poison=(), **run_overrides):
+    tok = tokenizer()
+    objective = build_objective("clm", tok)
+    data = torch.randint(3, len(tok), (24, objective.block_length(8)), generator=torch.Generator().manual_seed(1))
+    run = RunSection(output_dir=str(run_dir), batch_size=4, max_steps=6, seq_len=8, eval_every=3, save_every=2,
+                     keep_last=2, progress=False, mixed_precision="no", **run_overrides)
+    cfg = SimpleNamespace(run=run, optim=OptimSection(lr=1e-2, warmup_steps=2))
+    acc = make_accelerator(cfg, run_dir, None)
+    mc = ModelConfig.preset("gpt2", d_model=16, n_layers=1, n_heads=2, d_ff=32, vocab_size=len(tok), max_seq_len=16,
+                            dropout=0.0)
+    torch.manual_seed(0)
+    model = Transformer(mc)
+    objective.check_arch(mc.arch)
+    if poison:
+        objective = PoisonAt(objective, poison)
+    return Trainer(cfg, mc, model, objective, data[:20], data[20:], run_dir, acc, {"arch": mc.arch})
+
+
+def test_schedule_warmup_then_cosine_to_floor():
+    o = OptimSection(lr=1.0, warmup_steps=4, min_lr_ratio=0.1)
+    assert [lr_factor(s, 0.0, o) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(10, 0.0, o) == 1.0 and math.isclose(lr_factor(10, 1.0, o), 0.1)
+    assert math.isclose(lr_factor(10, 0.5, o), 0.55)
+    lin = OptimSection(lr=1.0, warmup_steps=0, schedule="linear", min_lr_ratio=0.0)
+    assert math.isclose(lr_factor(5, 0.25, lin), 0.75)
+
+
+def test_decay_only_on_weight_matrices():
+    mc = ModelConfig.preset("bert", d_model=16, n_layers=1, n_heads=2, d_ff=32, vocab_size=50, max_seq_len=16)
+    model = Transformer(mc)
+    decay, no_decay = param_groups(model, 0.01)
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    decayed = {id(p) for p in decay["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in decayed}
+    assert all(model.get_parameter(n).ndim == 2 for n in names)
+    assert "tok_emb.weight" not in names and not any("norm" in n or n.endswith("bias") for n in names)
+    assert any("ff" in n for n in names)
+
+
+def test_checkpoints_atomic_and_pruned(tmp_path):
+    trainer = make_trainer(tmp_path)
+    trainer.train()
+    ckpt = CheckpointManager(tmp_path)
+    assert [s for s, _ in ckpt.complete()] == [4, 6]  # keep_last 2
+    state = json.loads((tmp_path / "checkpoints" / "step_6" / "trainer_state.json").read_text())
+    assert state["step"] == 6 and state["arch"] == "decoder" and state["tokens"] == 6 * 4 * 9
+    (tmp_path / "checkpoints" / ".tmp-step_8").mkdir()  # a save killed half-way
+    (tmp_path / "checkpoints" / "step_9").mkdir()  # no trainer_state.json: incomplete
+    assert ckpt.latest().name == "step_6"
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in rows if r["split"] == "val"] == [3, 6]
+    for key in ("loss", "accuracy", "lr", "tokens_per_s", "mfu", "elapsed", "grad_norm", "tokens"):
+        assert key in rows[0]
+
+
+def test_nonfinite_loss_stops_naming_the_step(tmp_path):
+    trainer = make_trainer(tmp_path, poison=[3])
+    with pytest.raises(UserError, match="step 3"):
+        trainer.train()
+    assert [s for s, _ in CheckpointManager(tmp_path).complete()] == [2]  # nothing written after the NaN
+
+
+def test_nonfinite_loss_skipped_by_config(tmp_path):
+    trainer = make_trainer(tmp_path, poison=[3], on_nonfinite="skip")
+    trainer.train()
+    assert trainer.step == 6 and trainer.skipped == 1
+    assert all(torch.isfinite(p).all() for p in trainer.module.parameters())
+
+
+def test_activation_checkpointing_same_gradients():
+    mc = ModelConfig.preset("bart", d_model=16, n_layers=2, n_heads=2, d_ff=32, vocab_size=50, max_seq_len=16,
+                            dropout=0.0)
+    torch.manual_seed(0)
+    a = Transformer(mc)
+    b = Transformer(mc)
+    b.load_state_dict(a.state_dict())
+    assert enable_activation_checkpointing(b) == 4
+    ids = torch.randint(3, 50, (2, 8))
+    for m in (a, b):
+        m(ids, decoder_input_ids=ids).pow(2).mean().backward()
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        if p.grad is None:  # the LM head is not used by this loss
+            assert q.grad is None
+        else:
+            assert torch.allclose(p.grad, q.grad, atol=1e-6), n

@@ -1,0 +1,34 @@
+"""A tiny synthetic English corpus and tiny model flags for the end-to-end training tests (written into tmp_path)."""
+import random
+from pathlib import Path
+
+SUBJECTS = ["the cat", "a dog", "the old man", "my sister", "the teacher", "a small bird", "the farmer", "our team"]
+VERBS = ["sees", "likes", "finds", "paints", "follows", "carries", "helps", "watches"]
+OBJECTS = ["the red ball", "a green tree", "the river", "an open door", "the quiet house", "a long road",
+           "the bright moon", "some fresh bread"]
+ENDINGS = ["every morning", "after lunch", "in the garden", "near the school", "before the rain", "at night"]
+
+
+def write_corpus(directory: Path, n_paragraphs: int = 300, seed: int = 0) -> Path:
+    """Paragraphs of 3-5 templated sentences: learnable structure, so the loss drops within a few dozen steps."""
+    rng = random.Random(seed)
+    paragraphs = []
+    for _ in range(n_paragraphs):
+        sentences = [f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(ENDINGS)}."
+                     .capitalize() for _ in range(rng.randint(3, 5))]
+        paragraphs.append(" ".join(sentences))
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "corpus.txt"
+    path.write_text("\n\n".join(paragraphs) + "\n")
+    return path
+
+
+def tiny_flags(tmp_path: Path, corpus: Path, steps: int = 30, **extra) -> list[str]:
+    flags = {"--data.files": str(corpus), "--tokenizer.vocab_size": "400", "--model.d_model": "32",
+             "--model.n_layers": "1", "--model.n_heads": "2", "--model.d_ff": "64", "--model.max_seq_len": "64",
+             "--run.seq_len": "32", "--run.batch_size": "8", "--run.max_steps": str(steps),
+             "--run.eval_every": "10", "--run.save_every": "10", "--run.eval_batches": "2",
+             "--run.output_dir": str(tmp_path / "run"), "--run.cache_dir": str(tmp_path / "cache"),
+             "--run.progress": "false", "--optim.warmup_steps": "5", "--optim.lr": "3e-3"}
+    flags.update({f"--{k}": str(v) for k, v in extra.items()})
+    return [x for kv in flags.items() for x in kv]
