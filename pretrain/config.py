@@ -17,7 +17,9 @@ from typing import Any, Literal, Optional
 
 from models import ModelConfig
 
+from .corpus import DataConfig
 from .errors import UserError
+from .tokenizer import TokenizerConfig
 
 
 class ConfigError(UserError):
@@ -93,10 +95,6 @@ class RunSection:
     sample: bool = True
     cache_dir: Optional[str] = None
     dist_timeout: float = 600.0
-
-
-from .corpus import DataConfig  # noqa: E402  (the corpus helper's sections, reused as they are)
-from .tokenizer import TokenizerConfig  # noqa: E402
 
 
 
@@ -258,13 +256,12 @@ def _check_tokenizer_size(cfg: TrainConfig):
     """A vocabulary too small for the special tokens the tokenizer kind and the objective reserve."""
     from objectives import OBJECTIVES
 
-    from . import tokenizer as tok_mod
+    from .tokenizer import STANDARD, reserved_tokens
 
     t = cfg.tokenizer
-    reserved = getattr(tok_mod, "_reserved", None)
-    if t.path or reserved is None or t.kind not in getattr(tok_mod, "STANDARD", {}):
+    if t.path or t.kind not in STANDARD:
         return
-    special = reserved(t.kind, OBJECTIVES[cfg.objective.name].special_tokens)
+    special = reserved_tokens(t.kind, OBJECTIVES[cfg.objective.name].special_tokens)
     least = len(special) + (256 if t.kind == "bpe" else 1)
     if t.vocab_size < least:
         raise ConfigError(f"tokenizer.vocab_size {t.vocab_size} is smaller than the {len(special)} special tokens "

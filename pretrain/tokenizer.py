@@ -141,7 +141,7 @@ def _sample_texts(texts, max_documents: Optional[int], seed: int):
     return (b["text"] for b in texts.iter(batch_size=1000)), len(texts)
 
 
-def _reserved(kind: str, roles) -> list[str]:
+def reserved_tokens(kind: str, roles) -> list[str]:
     """The kind's standard tokens plus role tokens it lacks (e.g. <mask> for a Unigram tokenizer under MLM)."""
     tokens, names = STANDARD[kind]
     style = BRACKET if names is BRACKET else ANGLE
@@ -209,7 +209,7 @@ def train_tokenizer(kind: str, vocab_size: int, texts, roles=(), max_documents=N
 
     if kind not in STANDARD:
         raise UserError(f"tokenizer.kind {kind!r} is unknown; use one of {', '.join(STANDARD)}")
-    special = _reserved(kind, roles)
+    special = reserved_tokens(kind, roles)
     least = len(special) + (256 if kind == "bpe" else 1)
     if vocab_size < least:
         raise UserError(f"tokenizer.vocab_size {vocab_size} is too small for a {kind} tokenizer (it needs at "
