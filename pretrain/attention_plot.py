@@ -30,7 +30,7 @@ def render_attention(maps: dict, query_tokens: dict, key_tokens: dict, title: st
                 ax.set_ylabel("query token", fontsize=7)
             ax.set_xlabel("key token", fontsize=7)
     fig.suptitle(title + " (colour: attention weight 0-1)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
