@@ -15,6 +15,33 @@ STATE_FILE = "trainer_state.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
+def fault_point(point: str, step: int, rank: int):
+    """A test hook (tests/test_reliability.py, benchmarks/chaos.py): with PRETRAIN_FAULT=POINT:ACTION set, do ACTION
+    at POINT -- "sleep=S" (a window to kill the process in), "exit=CODE" (the process dies), "enospc" / "eio" (an
+    OSError, as from a full or failing disk). PRETRAIN_FAULT_STEP / PRETRAIN_FAULT_RANK restrict it to one step /
+    rank. Points: "save" (inside a checkpoint save, files written, not yet renamed), "step" (after an optimizer
+    step). Unset -- always, outside tests -- it costs one dictionary lookup."""
+    spec = os.environ.get("PRETRAIN_FAULT")
+    if not spec:
+        return
+    where, _, action = spec.partition(":")
+    if where != point or os.environ.get("PRETRAIN_FAULT_STEP", str(step)) != str(step) or \
+            os.environ.get("PRETRAIN_FAULT_RANK", str(rank)) != str(rank):
+        return
+    action, _, arg = action.partition("=")
+    if action == "sleep":
+        import time
+
+        time.sleep(float(arg))
+    elif action == "exit":
+        os._exit(int(arg or 1))
+    elif action in ("enospc", "eio"):
+        import errno
+
+        code = errno.ENOSPC if action == "enospc" else errno.EIO
+        raise OSError(code, os.strerror(code))
+
+
 def fsync_tree(path: Path):
     """Flush every file under path and the directories themselves to disk."""
     for root, _, files in os.walk(path):
@@ -41,9 +68,15 @@ def fsync_dir(path: Path):
 
 
 def write_json_atomic(path: Path, data: dict):
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True))
+
+
+def write_text_atomic(path: Path, text: str):
+    """Write a sibling temporary file, fsync, rename: a kill leaves the old file or the new one, never half."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -84,6 +117,7 @@ class CheckpointManager:
             if accelerator.is_main_process:
                 write_json_atomic(tmp / STATE_FILE, state)
                 fsync_tree(tmp)
+                fault_point("save", step, accelerator.process_index)
                 if final.exists():  # re-saving the same step (e.g. a resumed run that stops where it started)
                     shutil.rmtree(final)
                 os.rename(tmp, final)

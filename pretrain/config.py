@@ -13,6 +13,7 @@ import json
 import re
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Optional
 
 from models import ModelConfig
@@ -141,6 +142,7 @@ def parse_config(argv: list[str] | None, defaults: dict | None = None, prog: str
 
     parser = build_parser(prog, defaults)
     argv = _wrap_list_values(list(argv or []))
+    _check_config_files(argv)
     if saved_config is not None:
         argv = ["--config", saved_config] + argv
     try:
@@ -160,6 +162,40 @@ def parse_config(argv: list[str] | None, defaults: dict | None = None, prog: str
     if check:
         check_static(cfg)
     return cfg
+
+
+def _check_config_files(argv: list[str]):
+    """Every `--config FILE` exists and holds a YAML mapping: a one-line ConfigError naming the file otherwise
+    (jsonargparse would report a missing file as an invalid value and a YAML error without the file's name)."""
+    import yaml
+
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        else:
+            continue
+        if "\n" in value or value.lstrip().startswith(("{", "[")):
+            continue  # inline YAML / JSON, which jsonargparse also accepts
+        path = Path(value).expanduser()
+        if not path.is_file():
+            what = "is a directory" if path.is_dir() else "does not exist"
+            raise ConfigError(f"config file {value} {what}; check the path given to --config")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {value} cannot be read ({getattr(e, 'strerror', None) or e}); "
+                              f"check the path given to --config") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"config file {value} is not valid YAML ({problem}{where}); fix the YAML "
+                              f"syntax there") from None
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"config file {value} holds a {type(data).__name__}, not a mapping of sections; "
+                              f"write it as `run:` / `model:` / ... sections with keys under them")
 
 
 def _list_keys(cls=None, prefix: str = "") -> set[str]:

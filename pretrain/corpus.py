@@ -141,6 +141,8 @@ def check_file(path: str, column: str, full: bool = False):
         if fmt == "parquet":
             return _check_parquet(path, head, column)
         data = head + f.read() if full else head
+    if not head:  # a 0-byte file, which datasets cannot even read (whitespace-only ones: "holds no text" later)
+        raise UserError(f"{path} is empty (0 bytes); put text in it or remove it from data.files")
     err = _encoding_error(path, data, final=full or len(head) < SNIFF_BYTES)
     if err:
         raise err

@@ -13,14 +13,14 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from .checkpoint import CheckpointManager, fsync_tree, write_json_atomic
+from .checkpoint import CheckpointManager, fsync_tree, write_json_atomic, write_text_atomic
 from .config import ConfigError, TrainConfig, config_hash, parse_config, resolve_model_config, to_yaml
 from .errors import UserError
 from .tokenizer import tokenizer_fingerprint
 
 # what a run directory may hold; --overwrite deletes only these
 RUN_ENTRIES = ("config.yaml", "model_config.json", "metrics.jsonl", "checkpoints", "final", "tokenizer", "wandb", "tensorboard",
-               "final.tmp")
+               "final.tmp", "tokenizer.tmp")
 
 
 def main(defaults: dict | None = None, argv: list[str] | None = None, prog: str | None = None) -> dict:
@@ -118,8 +118,14 @@ def build_tokenizer(cfg: TrainConfig, run_dir: Path, roles, accelerator):
         if saved.is_dir():
             tokenizer = tok_mod.load_tokenizer(str(saved))
         else:
-            tokenizer = tok_mod.build_tokenizer(cfg.tokenizer, cfg.data, roles, out_dir=saved,
+            tokenizer = tok_mod.build_tokenizer(cfg.tokenizer, cfg.data, roles, out_dir=None,
                                                 is_main_process=accelerator.is_main_process, seed=cfg.data.seed)
+            if accelerator.is_main_process:  # atomically: a run killed while saving never leaves half a tokenizer
+                tmp = run_dir / "tokenizer.tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                tokenizer.save_pretrained(str(tmp))
+                fsync_tree(tmp)
+                os.rename(tmp, saved)
     return tok_mod.ensure_special_tokens(tokenizer, roles)
 
 
@@ -190,7 +196,8 @@ def train(cfg: TrainConfig) -> dict:
     acc.wait_for_everyone()
     if acc.is_main_process:
         check_writable(run_dir)
-        (run_dir / "config.yaml").write_text(to_yaml(saved_form(cfg)))
+        if resume_from is None:  # when resuming, only once the checkpoint has loaded: a failed resume changes nothing
+            write_text_atomic(run_dir / "config.yaml", to_yaml(saved_form(cfg)))
         print(f"run directory: {run_dir}\n--- config ---\n{to_yaml(cfg)}--------------", flush=True)
     acc.wait_for_everyone()
 
@@ -203,11 +210,16 @@ def train(cfg: TrainConfig) -> dict:
     except (TypeError, ValueError) as e:  # unknown or invalid options: a usage mistake
         raise ConfigError(" ".join(str(e).split())) from None
     objective.check_arch(model_cfg.arch)
+    run_state = {"config_hash": config_hash(cfg), "arch": model_cfg.arch, "vocab_size": model_cfg.vocab_size,
+                 "tokenizer": tokenizer_fingerprint(tokenizer), "objective": objective.name,
+                 "model": model_cfg.to_dict()}
+    if resume_from is not None:  # before the (slow) packing: a mismatched checkpoint is refused at once
+        check_resume(CheckpointManager.read_state(resume_from), run_state, resume_from)
     block_length = objective.block_length(cfg.run.seq_len)
     train_blocks, val_blocks = build_blocks(cfg, tokenizer, block_length, acc)
     torch.manual_seed(mix_seed(cfg.run.seed, "init"))  # the same initial weights for the same seed
     model = build_model(cfg, model_cfg)
-    if acc.is_main_process:
+    if acc.is_main_process and resume_from is None:
         write_json_atomic(run_dir / "model_config.json", model_cfg.to_dict())
     if acc.is_main_process:
         print(f"model: {cfg.model.preset} ({model_cfg.arch}), {sum(p.numel() for p in model.parameters()):,} parameters, vocab "
@@ -215,14 +227,14 @@ def train(cfg: TrainConfig) -> dict:
               f"{len(val_blocks):,} val blocks of {block_length} tokens; {acc.num_processes} process(es) on "
               f"{acc.device.type}, precision {acc.mixed_precision}", flush=True)
 
-    run_state = {"config_hash": config_hash(cfg), "arch": model_cfg.arch, "vocab_size": model_cfg.vocab_size,
-                 "tokenizer": tokenizer_fingerprint(tokenizer), "objective": objective.name,
-                 "model": model_cfg.to_dict()}
+    trainer = Trainer(cfg, model_cfg, model, objective, train_blocks, val_blocks, run_dir, acc, run_state)
     if resume_from is not None:
-        check_resume(CheckpointManager.read_state(resume_from), run_state, resume_from)
+        trainer.resume(resume_from)  # a corrupted checkpoint stops here, with the run directory untouched
+        if acc.is_main_process:
+            write_text_atomic(run_dir / "config.yaml", to_yaml(saved_form(cfg)))
+            write_json_atomic(run_dir / "model_config.json", model_cfg.to_dict())
     if log_with:
         acc.init_trackers(cfg.run.project, config=_flat_config(cfg), init_kwargs=init_kwargs)
-    trainer = Trainer(cfg, model_cfg, model, objective, train_blocks, val_blocks, run_dir, acc, run_state)
     try:
         metrics = trainer.train(resume_from)
     finally:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointManager
+from .checkpoint import CheckpointManager, fault_point
 from .data_order import DataOrder, generator, get_blocks, mix_seed
 from .errors import UserError
 from .evaluate import ModelHandle, evaluate
@@ -36,6 +36,17 @@ def enable_activation_checkpointing(model: torch.nn.Module) -> int:
             layer.forward = (lambda f: lambda *a, **k: checkpoint(f, *a, use_reentrant=False, **k))(forward)
             wrapped += 1
     return wrapped
+
+
+def comm_failure(e: BaseException) -> bool:
+    """A collective that failed because a peer is gone or silent (gloo / NCCL / the c10d store)."""
+    import torch.distributed as dist
+
+    if isinstance(e, getattr(dist, "DistError", ())):
+        return True
+    text = str(e)
+    return any(marker in text for marker in ("gloo", "NCCL", "Connection reset", "Connection closed", "Timed out",
+                                             "timed out", "Broken pipe", "c10d"))
 
 
 class Trainer:
@@ -106,8 +117,11 @@ class Trainer:
                 "world_size": self.world, "objective": self.objective.name}
 
     def resume(self, path: Path):
+        if getattr(self, "_resumed_from", None) == path:
+            return  # already loaded (run.train loads before it rewrites the run's config)
         saved = CheckpointManager.read_state(path)
         CheckpointManager.load(self.acc, path)
+        self._resumed_from = path
         self.step, self.tokens, self.elapsed = saved["step"], saved["tokens"], saved["elapsed"]
         self.epoch, self.index, self.skipped = saved["epoch"], saved["index"], saved.get("skipped_steps", 0)
         self.flops = saved.get("flops", 0.0)
@@ -170,6 +184,7 @@ class Trainer:
                         set_lr(self.optimizer, self.lr())
                         self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
+        fault_point("step", self.step + 1, self.rank)
         row["grad_norm"] = float(grad_norm)
         row["lr"] = self.lr()
         row["_flops"] = flops * self.world
@@ -222,6 +237,8 @@ class Trainer:
             self.resume(resume_from)
             if acc.is_main_process:
                 print(f"resumed from {resume_from} at step {self.step} ({self.tokens:,} tokens)", flush=True)
+        elif acc.is_main_process:
+            self.metrics.truncate_after(0)  # rows of an earlier attempt killed before its first checkpoint
         self._t0, self._elapsed0 = time.perf_counter(), self.elapsed
         device = acc.device
         self._peak = peak_flops(device, acc.mixed_precision, r.peak_flops) * self.world
@@ -254,11 +271,31 @@ class Trainer:
             if last_saved != self.step:
                 self.save_checkpoint()
             if not last_eval:
-                last_eval = self._eval_and_log()
+                # a run resumed at its very end (killed after its last checkpoint) logged this validation already
+                at_end = resume_from is not None and last_saved == self.step
+                last_eval = self._logged_val(self.step) if at_end else {}
+                if not last_eval and (not at_end or self.world == 1):
+                    last_eval = self._eval_and_log()
+        except RuntimeError as e:
+            if self.world > 1 and comm_failure(e):  # a peer died or hangs: one line, not a gloo/NCCL traceback
+                first = " ".join(str(e).split())[:160]
+                raise UserError(f"process {self.rank} of {self.world} lost contact with the others at step "
+                                f"{self.step + 1} ({first}); another process died or hung, see its log; restart "
+                                f"all processes with --resume (last complete checkpoint: "
+                                f"{self.ckpt.latest() or 'none'}; run.dist_timeout sets how long to wait)") from None
+            raise
         finally:
             self.bar.close()
             self.metrics.close()
         return last_eval
+
+    def _logged_val(self, step: int) -> dict:
+        if not self.acc.is_main_process or not self.metrics.path.is_file():
+            return {}
+        from .logging_utils import read_metrics
+
+        rows = [r for r in read_metrics(self.metrics.path) if r.get("split") == "val" and r.get("step") == step]
+        return {k: v for k, v in rows[-1].items() if k not in ("split", "step", "tokens", "elapsed")} if rows else {}
 
     def _eval_and_log(self) -> dict:
         metrics = self.evaluate()
