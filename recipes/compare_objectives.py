@@ -3,7 +3,7 @@ tokenizer, models of matched size (~2.0M parameters each, within 10%), the same 
 report.md, report.html (self-contained) and results.json into the output directory.
 
     python recipes/compare_objectives.py                                  # built-in corpus: ~8 min on 2 busy CPU cores
-    accelerate launch recipes/compare_objectives.py                       # the same, data parallel per run
+    accelerate launch recipes/compare_objectives.py                       # the same under any launcher (GPUs: data parallel per run)
     python recipes/compare_objectives.py --budget.max_tokens 5000000 --output_dir runs/cmp_big
     python recipes/compare_objectives.py --budget.max_tokens null --budget.max_time 300   # equal wall time instead
     python recipes/compare_objectives.py --only bert+mlm,gpt2+clm --data.files 'my_corpus/*.txt'
