@@ -19,7 +19,7 @@ from contextlib import nullcontext
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_cases import SIZES, build_case, cpu_has_native_bf16, measure_matmul_tflops  # noqa: E402
+from bench_cases import build_case, cpu_has_native_bf16, measure_matmul_tflops  # noqa: E402
 
 
 def autocast(dtype, device):
@@ -83,10 +83,23 @@ def peak_memory_child(args, which):
     return float(out.strip().splitlines()[-1])
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec from the parent (which
+    holds both models), so it would hide the child's own peak."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024  # macOS counts bytes, Linux KiB
+
+
 def child(spec):
     """Peak memory of one implementation: CUDA max allocated, or on CPU the peak RSS above the RSS after imports."""
     device = spec["device"]
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline = peak_rss_mb()
     case = build_case(spec["family"], spec["size"], device, sides=(spec["which"],))
     side = case[spec["which"]]
     step = make_step(side["model"], side["loss"], spec["dtype"], device)
@@ -97,7 +110,7 @@ def child(spec):
     if device == "cuda":
         print(torch.cuda.max_memory_allocated() / 2**20)
     else:
-        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) / 1024)
+        print(peak_rss_mb() - baseline)
 
 
 def main():

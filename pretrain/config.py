@@ -149,8 +149,6 @@ def parse_config(argv: list[str] | None, defaults: dict | None = None, prog: str
         ns = parser.parse_args(argv)
     except argparse.ArgumentError as e:
         raise ConfigError(_one_line_parse_error(str(e), prog)) from None
-    except SystemExit as e:  # --help
-        raise
     resume, overwrite = ns.pop("resume"), ns.pop("overwrite")
     ns.pop("config", None)
     cfg = parser.instantiate(ns)

@@ -32,11 +32,9 @@ LICENSE = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,63}$")
 
 
 def _usage_error(message: str) -> Exception:
-    """A usage mistake: ConfigError (the CLI exits 2) when the config module is importable, else UserError."""
-    try:
-        from .config import ConfigError
-    except ImportError:
-        ConfigError = UserError
+    """A usage mistake: the CLI exits 2 for it."""
+    from .config import ConfigError
+
     error = ConfigError(message)
     error.usage = True
     return error
@@ -223,33 +221,17 @@ def _load_hf(source: str):
     return model, tokenizer
 
 
-def _tokenizer_path_field() -> str | None:
-    """The TokenizerConfig field that loads a saved tokenizer, if the tokenizer module is there to tell."""
-    try:
-        import dataclasses
-
-        from .tokenizer import TokenizerConfig
-    except ImportError:
-        return None
-    names = [f.name for f in dataclasses.fields(TokenizerConfig)]
-    return next((n for n in ("path", "name_or_path", "pretrained", "from_pretrained", "load") if n in names), None)
-
-
 def run_config_yaml(family: str, model_cfg, out: Path, objective: str) -> str:
     """config.yaml of an imported run: the exact architecture (every model field), init_from the imported weights,
     the family's usual objective, the run's own tokenizer."""
     import yaml
 
+    from .config import parse_config, to_yaml
+
     tree = {"model": {"preset": family, **model_cfg.to_dict(), "init_from": str((out / "init").resolve())},
             "objective": {"name": objective, "options": {}},
+            "tokenizer": {"path": str((out / "tokenizer").resolve())},
             "run": {"output_dir": str(out), "seq_len": min(128, model_cfg.max_seq_len)}}
-    tok_field = _tokenizer_path_field()
-    if tok_field:
-        tree["tokenizer"] = {tok_field: str((out / "tokenizer").resolve())}
-    try:
-        from .config import parse_config, to_yaml
-    except ImportError:
-        return yaml.safe_dump(tree, sort_keys=False)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         f.write(yaml.safe_dump(tree, sort_keys=False))
     try:
@@ -263,6 +245,7 @@ def import_hub(source: str, out, *, overwrite: bool = False, objective: str | No
     from safetensors.torch import save_model
 
     from models.hf import FAMILIES
+    from objectives import OBJECTIVES
 
     out = Path(out)
     if Path(source).exists():
@@ -273,16 +256,11 @@ def import_hub(source: str, out, *, overwrite: bool = False, objective: str | No
     model_cfg = model.config
     family = resolve_family(model_cfg)
     objective = objective or DEFAULT_OBJECTIVE[family]
-    try:
-        from objectives import OBJECTIVES
-        if objective not in OBJECTIVES:
-            raise _usage_error(f"unknown --objective {objective!r}; choose one of {', '.join(sorted(OBJECTIVES))}")
-        archs = getattr(OBJECTIVES[objective], "archs", ())
-        if archs and model_cfg.arch not in archs:
-            raise _usage_error(f"--objective {objective} cannot train this {model_cfg.arch} model; use "
-                               f"{DEFAULT_OBJECTIVE[family]}")
-    except ImportError:
-        pass
+    if objective not in OBJECTIVES:
+        raise _usage_error(f"unknown --objective {objective!r}; choose one of {', '.join(sorted(OBJECTIVES))}")
+    if model_cfg.arch not in OBJECTIVES[objective].archs:
+        raise _usage_error(f"--objective {objective} cannot train this {model_cfg.arch} model; use "
+                           f"{DEFAULT_OBJECTIVE[family]}")
     if len(tokenizer) > model_cfg.vocab_size:
         raise UserError(f"{source!r}: its tokenizer has {len(tokenizer)} tokens but the model only "
                         f"{model_cfg.vocab_size}; they do not belong together")

@@ -153,11 +153,8 @@ def build_model(cfg: TrainConfig, model_cfg):
 
     model = Transformer(model_cfg)
     if cfg.model.init_from:  # continued pretraining: a run's final/ or init/, a transformers folder or Hub id
-        try:
-            from .run_dir import init_from_pretrained
-        except ImportError:
-            raise ConfigError(f"model.init_from needs the transformers weight mapping, which this installation "
-                              f"lacks; remove model.init_from {cfg.model.init_from}") from None
+        from .run_dir import init_from_pretrained
+
         init_from_pretrained(model, cfg.model.init_from)
     return model
 

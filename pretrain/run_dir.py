@@ -76,17 +76,11 @@ def final_val_metrics(rows: list[dict]) -> dict:
 
 
 def load_tokenizer(path: Path):
-    """A PreTrainedTokenizerFast from a save_pretrained folder (the corpus helper's loader when present)."""
-    try:
-        from .tokenizer import load_tokenizer as _load
-    except ImportError:
-        _load = None
-    try:
-        if _load is not None:
-            return _load(str(path))
-        from transformers import PreTrainedTokenizerFast
+    """The run's tokenizer/ folder; a broken one is one clear error."""
+    from .tokenizer import load_tokenizer as _load
 
-        return PreTrainedTokenizerFast.from_pretrained(str(path))
+    try:
+        return _load(str(path))
     except UserError:
         raise
     except Exception as e:
@@ -151,12 +145,9 @@ def _model_config(run: Path, weights_dir: Path, config: dict, tokenizer):
             except (TypeError, ValueError) as e:
                 raise UserError(f"{path} is not a valid model config ({e}); restore it from the run") from None
     # neither the checkpoint nor the run holds one: resolve it as the trainer did, from config.yaml + tokenizer
-    try:
-        from .config import parse_config, resolve_model_config
-        from .run import _token_ids
-    except ImportError as e:
-        raise UserError(f"no {MODEL_CONFIG} in {run} and the config cannot be resolved here ({e}); "
-                        f"copy final/{MODEL_CONFIG} next to config.yaml") from None
+    from .config import parse_config, resolve_model_config
+    from .run import _token_ids
+
     cfg = parse_config([], None, "pretrain export", saved_config=str(run / "config.yaml"))
     return resolve_model_config(cfg, len(tokenizer), _token_ids(tokenizer))
 

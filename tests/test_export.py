@@ -2,8 +2,8 @@
 loads with the Auto classes and pipelines without custom code, gives our logits (fp32, < 1e-4), round-trips its
 tokenizer, carries a parsable model card; checkpoints export; bad outputs are refused; --from-hub makes a run.
 
-The run directories are built by `make_run` below, mirroring what the trainer writes (pretrain/run.py save_final,
-pretrain/checkpoint.py): a few real optimizer steps with the real objective on a tiny corpus and tokenizer."""
+The run directories are made by the real trainer (`real_run`): a few optimizer steps with the real objective on a
+tiny corpus, with a checkpoint at step 2."""
 from __future__ import annotations
 
 import json
@@ -36,157 +36,10 @@ def corpus() -> list[str]:
     return [" ".join(rng.choice(words) for _ in range(rng.randint(6, 14))).capitalize() + "." for _ in range(120)]
 
 
-def make_tokenizer(kind: str):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    texts = corpus()
-    if kind == "wordpiece":
-        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=120, special_tokens=specials))
-        tok.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-            special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
-        tok.decoder = decoders.WordPiece()
-        return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                                       sep_token="[SEP]", mask_token="[MASK]", bos_token="[CLS]", eos_token="[SEP]")
-    if kind == "bpe":
-        specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-        tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        tok.train_from_iterator(texts, trainers.BpeTrainer(
-            vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-        tok.post_processor = processors.ByteLevel(trim_offsets=False)
-        return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", pad_token="<pad>", eos_token="</s>",
-                                       unk_token="<unk>", mask_token="<mask>", cls_token="<s>", sep_token="</s>")
-    specials = ["<pad>", "</s>", "<unk>"] + [f"<extra_id_{i}>" for i in range(100)]
-    tok = Tokenizer(models.Unigram())
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    tok.train_from_iterator(texts, trainers.UnigramTrainer(vocab_size=200, special_tokens=specials, unk_token="<unk>"))
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
-                                                       special_tokens=[("</s>", tok.token_to_id("</s>"))])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                                   additional_special_tokens=specials[3:])
-
-
-def model_config(family: str, tokenizer) -> ModelConfig:
-    """As pretrain.config.resolve_model_config does: the preset sized tiny, ids from the tokenizer (BART starts
-    decoding with eos, T5 with pad)."""
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
-    ids = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id, "bos_token_id": bos}
-    if family == "bart":
-        ids["decoder_start_token_id"] = tokenizer.eos_token_id
-    if family == "t5":
-        ids["decoder_start_token_id"] = tokenizer.pad_token_id
-    sizes = dict(d_model=32, n_layers=2 if family == "bert" else 1, n_heads=2, d_ff=64, max_seq_len=64, dropout=0.0)
-    if family == "llama":
-        sizes["n_kv_heads"] = 1  # grouped-query attention, exported as num_key_value_heads
-    return ModelConfig.preset(family, vocab_size=len(tokenizer), **sizes,
-                              **{k: v for k, v in ids.items() if v is not None})
-
-
-def config_yaml(family, cfg, objective_name, kind, run, seq_len) -> str:
-    """RUN/config.yaml: the trainer's resolved config (through pretrain.config when it is importable)."""
-    import yaml
-
-    sizes = {k: v for k, v in cfg.to_dict().items() if k in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff",
-                                                               "max_seq_len", "dropout") and v is not None}
-    tree = {"model": {"preset": family, **sizes}, "objective": {"name": objective_name, "options": {}},
-            "data": {"files": []}, "tokenizer": {"kind": kind, "vocab_size": cfg.vocab_size},
-            "optim": {"lr": 3e-3, "schedule": "constant", "warmup_steps": 0},
-            "run": {"output_dir": str(run), "seq_len": seq_len, "batch_size": 4, "grad_accum": 1, "seed": 0}}
-    try:
-        from pretrain.config import parse_config, to_yaml
-    except ImportError:
-        return yaml.safe_dump(tree, sort_keys=False)
-    path = run / "config.input.yaml"
-    path.write_text(yaml.safe_dump(tree, sort_keys=False))
-    try:
-        return to_yaml(parse_config(["--config", str(path)], None, "test"))
-    finally:
-        path.unlink()
-
-
 def _save_weights(model, path: Path):
     from safetensors.torch import save_model
 
     save_model(model, str(path), metadata={"format": "pt"})
-
-
-def make_run(root: Path, family: str, steps: int = 3, save_at=(2,), seq_len: int = 16) -> Path:
-    """A run directory with the trainer's layout after `steps` real optimizer steps."""
-    import yaml
-
-    from objectives import build_objective
-
-    torch.manual_seed(0)
-    kind, objective_name = SETUP[family]
-    run = root / f"run_{family}"
-    run.mkdir(parents=True)
-    tokenizer = make_tokenizer(kind)
-    tokenizer.save_pretrained(str(run / "tokenizer"))
-    cfg = model_config(family, tokenizer)
-    model = Transformer(cfg)
-    objective = build_objective(objective_name, tokenizer)
-    objective.check_arch(cfg.arch)
-    length = objective.block_length(seq_len)
-    ids = []
-    for text in corpus():
-        ids += tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    n = len(ids) // length
-    blocks = torch.tensor(ids[: n * length]).view(n, length)
-    train_blocks, val_blocks = blocks[:-2], blocks[-2:]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    (run / "config.yaml").write_text(config_yaml(family, cfg, objective_name, kind, run, seq_len))
-    rows, tokens = [], 0
-    for step in range(1, steps + 1):
-        model.train()
-        batch = objective.collate(train_blocks[(step - 1) * 4: step * 4], torch.Generator().manual_seed(step))
-        loss, metrics = objective.loss(model, batch)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        tokens += 4 * length
-        rows.append({"split": "train", "step": step, "tokens": tokens, "loss": float(loss.detach()), "lr": 3e-3,
-                     "accuracy": float(metrics["accuracy"])})
-        if step in save_at:  # accelerate save_state (model.safetensors, optimizer, ...) + trainer_state.json
-            ckpt = run / "checkpoints" / f"step_{step}"
-            ckpt.mkdir(parents=True)
-            _save_weights(model, ckpt / "model.safetensors")
-            (ckpt / "trainer_state.json").write_text(json.dumps({"step": step, "tokens": tokens, "elapsed": 1.0,
-                                                                 "arch": cfg.arch, "objective": objective_name}))
-            rows.append({"split": "val", "step": step, "tokens": tokens, "loss": float(loss.detach()) + 0.5})
-    model.eval()
-    with torch.no_grad():
-        val_loss, val_metrics = objective.loss(model, objective.collate(val_blocks, torch.Generator().manual_seed(9)))
-    val = {"loss": float(val_loss), "accuracy": float(val_metrics["accuracy"])}
-    rows.append({"split": "val", "step": steps, "tokens": tokens, **val, "elapsed": 2.0})
-    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"split": "train", "st')
-    final = run / "final"
-    final.mkdir()
-    _save_weights(model, final / "model.safetensors")
-    (final / "model_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    tokenizer.save_pretrained(str(final))
-    (final / "config.yaml").write_text((run / "config.yaml").read_text())
-    (final / "metrics.json").write_text(json.dumps({"val": val, "step": steps, "tokens": tokens, "elapsed": 2.0}))
-    return run
-
-
-def engine_available() -> bool:
-    if os.environ.get("EXPORT_TEST_MIRROR"):  # force the mirror fixture
-        return False
-    try:
-        import pretrain.packing  # noqa: F401
-        import pretrain.run  # noqa: F401
-        import pretrain.tokenizer  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def real_run(root: Path, family: str, steps: int = 3) -> Path:
@@ -218,10 +71,9 @@ def real_run(root: Path, family: str, steps: int = 3) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """One tiny run per family: the real trainer when the engine is importable, else the mirror above."""
+    """One tiny run per family, made by the real trainer."""
     root = tmp_path_factory.mktemp("runs")
-    build = real_run if engine_available() else make_run
-    return {family: build(root, family) for family in FAMILIES}
+    return {family: real_run(root, family) for family in FAMILIES}
 
 
 @pytest.fixture(scope="module")
@@ -417,10 +269,6 @@ def test_unfinished_run_points_to_checkpoints(runs, tmp_path):
     run = tmp_path / "unfinished"
     shutil.copytree(runs["gpt2"], run)
     shutil.rmtree(run / "final")  # killed before the end: only checkpoints, no model_config.json beside them
-    try:
-        import pretrain.config  # noqa: F401  (resolves the model config from config.yaml + tokenizer)
-    except ImportError:
-        (run / "model_config.json").write_text((runs["gpt2"] / "final" / "model_config.json").read_text())
     with pytest.raises(UserError, match=r"did not finish.*--checkpoint step_\d"):
         export_run(run, tmp_path / "out", log=lambda m: None)
     export_run(run, tmp_path / "out", "2", log=lambda m: None)  # a bare step number works too

@@ -19,9 +19,9 @@ EXPECTED = {"README.md", "config.json", "generation_config.json", "loss_curve.pn
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from test_export import make_run
+    from test_export import real_run
 
-    return make_run(tmp_path_factory.mktemp("hubruns"), "gpt2")
+    return real_run(tmp_path_factory.mktemp("hubruns"), "gpt2")
 
 
 @pytest.fixture

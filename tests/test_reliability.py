@@ -26,6 +26,8 @@ from pretrain.checkpoint import CheckpointManager
 from pretrain.cli import main as cli_main
 from train_fixtures import tiny_flags, write_corpus
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
@@ -46,13 +48,6 @@ def one_error_line(stderr: str) -> str:
     assert len(errors) == 1, stderr[-3000:]
     return errors[0]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

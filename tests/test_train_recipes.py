@@ -5,23 +5,16 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from pretrain.checkpoint import CheckpointManager
 from pretrain.eval_run import evaluate_run
 from pretrain.run import main
 from train_fixtures import tiny_flags, write_corpus
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest, and steadiest on a busy machine, on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def recipe_defaults(name: str) -> dict:

@@ -13,15 +13,10 @@ from safetensors.torch import load_file
 from pretrain.cli import main as cli_main
 from train_fixtures import tiny_flags, write_corpus
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def recipe(name, flags):

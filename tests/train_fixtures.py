@@ -32,3 +32,4 @@ def tiny_flags(tmp_path: Path, corpus: Path, steps: int = 30, **extra) -> list[s
              "--run.progress": "false", "--optim.warmup_steps": "5", "--optim.lr": "3e-3"}
     flags.update({f"--{k}": str(v) for k, v in extra.items()})
     return [x for kv in flags.items() for x in kv]
+
