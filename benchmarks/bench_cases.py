@@ -1,6 +1,4 @@
 """The benchmark cases: our preset + objective and the equivalent `transformers` class, same sizes, same batch."""
-import time
-
 import torch
 from tokenizers import Tokenizer, models
 from transformers import (BartConfig, BartForConditionalGeneration, BertConfig, BertForMaskedLM, GPT2Config,
@@ -8,6 +6,7 @@ from transformers import (BartConfig, BartForConditionalGeneration, BertConfig, 
 
 from models import ModelConfig, Transformer
 from objectives import build_objective
+from pretrain.logging_utils import cpu_has_native_bf16, measured_matmul_flops
 
 SIZES = {
     "small": dict(vocab=16384, d=256, layers=4, heads=4, ff=1024, seq=128, batch=16),
@@ -18,28 +17,10 @@ FAMILIES = {"bert": ("mlm", "BERT+MLM"), "gpt2": ("clm", "GPT-2+CLM"), "bart": (
 SPECIALS = ["<pad>", "</s>", "<s>", "<unk>", "<mask>"] + [f"<extra_id_{i}>" for i in range(100)]
 
 
-def cpu_has_native_bf16() -> bool:
-    flags = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def measure_matmul_tflops(dtype: str, device: str, n: int = 2048) -> float:
-    """This machine's dense matmul rate: the denominator of MFU."""
-    dt = torch.float32 if dtype == "fp32" else torch.bfloat16
-    if device == "cpu" and dt == torch.bfloat16 and not cpu_has_native_bf16():
-        n = 256  # emulated bf16 is slow: keep the probe short
-    a, b = torch.randn(n, n, dtype=dt, device=device), torch.randn(n, n, dtype=dt, device=device)
-    for _ in range(2):
-        a @ b
-    reps = 10
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e12
+def measure_matmul_tflops(dtype: str, device: str) -> float:
+    """This machine's dense matmul rate (best of several products), the denominator of MFU: the trainer's probe."""
+    emulated = device == "cpu" and dtype == "bf16" and not cpu_has_native_bf16()
+    return measured_matmul_flops(device, dtype, n=256 if emulated else 2048) / 1e12
 
 
 def synthetic_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:

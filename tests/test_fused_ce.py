@@ -31,6 +31,23 @@ def test_matches_plain_cross_entropy(with_bias, chunk):
         torch.testing.assert_close(got, want)
 
 
+def test_confident_logits_fp32():
+    """Logits 100+ nats apart (a trained model's): the exp floor that avoids subnormals changes nothing visible."""
+    g = torch.Generator().manual_seed(1)
+    h = (torch.randn(64, 16, generator=g) * 20).requires_grad_()
+    w = torch.randn(300, 16, generator=g).requires_grad_()
+    y = torch.randint(0, 300, (64,), generator=g)
+    loss, _ = linear_cross_entropy(h, w, None, y, chunk_size=16)
+    loss.backward()
+    got = loss.detach(), h.grad.clone(), w.grad.clone()
+    h.grad = w.grad = None
+    ref = F.cross_entropy(F.linear(h, w), y)
+    ref.backward()
+    assert float((F.linear(h, w).detach().amax(-1, keepdim=True) - F.linear(h, w).detach()).max()) > 100
+    for a, b in zip(got, (ref.detach(), h.grad, w.grad)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("preset", ["bert", "t5"])
 def test_model_lm_loss_equals_logits_path(preset):
     extra = {"head_dim": 8, "tie_embeddings": True} if preset == "t5" else {}

@@ -12,7 +12,7 @@ from objectives import build_objective
 from pretrain.checkpoint import CheckpointManager
 from pretrain.config import OptimSection, RunSection
 from pretrain.errors import UserError
-from pretrain.optim import lr_factor, param_groups
+from pretrain.optim import build_optimizer, lr_factor, param_groups
 from pretrain.run import make_accelerator
 from pretrain.trainer import Trainer, enable_activation_checkpointing
 from train_dp_worker import tokenizer
@@ -74,6 +74,13 @@ def test_decay_only_on_weight_matrices():
     assert all(model.get_parameter(n).ndim == 2 for n in names)
     assert "tok_emb.weight" not in names and not any("norm" in n or n.endswith("bias") for n in names)
     assert any("ff" in n for n in names)
+
+
+def test_adamw_fused_by_default_on_cpu():
+    mc = ModelConfig.preset("gpt2", d_model=16, n_layers=1, n_heads=2, d_ff=32, vocab_size=50, max_seq_len=16)
+    model = Transformer(mc)
+    assert build_optimizer(model, OptimSection(), "cpu").defaults["fused"] is True
+    assert not build_optimizer(model, OptimSection(fused=False), "cpu").defaults["fused"]
 
 
 def test_checkpoints_atomic_and_pruned(tmp_path):
