@@ -138,9 +138,6 @@ def check_with_tokenizer(cfg: TrainConfig, tokenizer, model_cfg):
 def build_blocks(cfg: TrainConfig, tokenizer, block_length: int, accelerator):
     from . import packing
 
-    if cfg.data.streaming:
-        raise ConfigError("data.streaming is not supported by the trainer yet (its exact-resume data order needs "
-                          "the block count); set data.streaming false")
     cache = Path(cfg.run.cache_dir) if cfg.run.cache_dir else Path.home() / ".cache" / "unified_pretrain"
     return packing.build_blocks(cfg.data, tokenizer, block_length, str(cache),
                                 is_main_process=accelerator.is_main_process,
@@ -220,7 +217,7 @@ def train(cfg: TrainConfig) -> dict:
         write_json_atomic(run_dir / "model_config.json", model_cfg.to_dict())
     if acc.is_main_process:
         print(f"model: {cfg.model.preset} ({model_cfg.arch}), {sum(p.numel() for p in model.parameters()):,} parameters, vocab "
-              f"{model_cfg.vocab_size}; objective {objective.name}; {len(train_blocks):,} train / "
+              f"{model_cfg.vocab_size}; objective {objective.name}; {_count(train_blocks)} train / "
               f"{len(val_blocks):,} val blocks of {block_length} tokens; {acc.num_processes} process(es) on "
               f"{acc.device.type}, precision {acc.mixed_precision}", flush=True)
 
@@ -245,6 +242,10 @@ def train(cfg: TrainConfig) -> dict:
         report(run_dir, metrics, trainer, tokenizer, objective, val_blocks, cfg)
     acc.wait_for_everyone()
     return result
+
+
+def _count(blocks) -> str:
+    return f"{len(blocks):,}" if hasattr(blocks, "__len__") else "streamed"
 
 
 def saved_form(cfg: TrainConfig) -> TrainConfig:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointManager, fault_point
-from .data_order import DataOrder, generator, get_blocks, mix_seed
+from .data_order import DataOrder, StreamOrder, generator, mix_seed
 from .errors import UserError
 from .evaluate import ModelHandle, evaluate
 from .logging_utils import MetricsLog, Progress, peak_flops
@@ -59,7 +59,11 @@ class Trainer:
         self.rank, self.world = accelerator.process_index, accelerator.num_processes
         r = self.run_cfg
         self.block_length = objective.block_length(r.seq_len)
-        self.order = DataOrder(len(train_blocks), r.seed, r.batch_size, self.world, r.grad_accum)
+        self.streaming = not hasattr(train_blocks, "__len__")
+        if self.streaming:
+            self.order = StreamOrder(train_blocks, r.batch_size, self.world, r.grad_accum, self._all_ranks_ok)
+        else:
+            self.order = DataOrder(train_blocks, r.seed, r.batch_size, self.world, r.grad_accum)
         self.tokens_per_step = self.order.global_batch * self.block_length
         self.max_steps = self._max_steps()
 
@@ -119,6 +123,10 @@ class Trainer:
         if getattr(self, "_resumed_from", None) == path:
             return  # already loaded (run.train loads before it rewrites the run's config)
         saved = CheckpointManager.read_state(path)
+        if self.streaming and saved.get("world_size", self.world) != self.world:
+            raise UserError(f"{path} was saved by {saved['world_size']} processes; a streamed corpus is sharded per "
+                            f"process, so resume it with {saved['world_size']} processes (or set data.streaming "
+                            f"false)")
         CheckpointManager.load(self.acc, path)
         self._resumed_from = path
         self.step, self.tokens, self.elapsed = saved["step"], saved["tokens"], saved["elapsed"]
@@ -157,7 +165,7 @@ class Trainer:
         sums, flops, nonfinite = {}, 0.0, False
         grad_norm = torch.tensor(float("nan"))
         for micro in range(r.grad_accum):
-            blocks = get_blocks(self.train_blocks, self.order.local(window, micro, self.rank))
+            blocks = self.order.micro_batch(window, micro, self.rank)
             batch = self.objective.collate(blocks, generator(r.seed, "collate", self.step, self.rank, micro))
             batch = self._to_device(batch)
             with self.acc.accumulate(self.model), self.acc.autocast():
@@ -210,6 +218,12 @@ class Trainer:
         if "n_predicted" in out:
             out["n_predicted"] = round(out["n_predicted"] * self.world)
         return out
+
+    def _all_ranks_ok(self, ok: bool) -> bool:
+        """True when `ok` holds on every rank (one tiny gather; single-process: ok itself)."""
+        if self.world == 1:
+            return ok
+        return bool(self.acc.gather(torch.tensor([int(ok)], device=self.acc.device)).min())
 
     def _on_nonfinite(self, row: dict):
         step = self.step + 1

@@ -38,10 +38,10 @@ def test_two_processes_match_one_process_with_double_batch(tmp_path):
     single = json.loads((one / "rank_0.json").read_text())
     assert sorted(ranks[0]["seen"] + ranks[1]["seen"]) == sorted(single["seen"])  # together: the 2b batch
 
-    p0, p1 = torch.load(two / "params_0.pt"), torch.load(two / "params_1.pt")
+    p0, p1 = torch.load(two / "params_0.pt", weights_only=True), torch.load(two / "params_1.pt", weights_only=True)
     for name in p0:  # gradients were synchronized: identical parameters after the steps
         assert torch.equal(p0[name], p1[name]), name
-    ref = torch.load(one / "params_0.pt")
+    ref = torch.load(one / "params_0.pt", weights_only=True)
     for name in p0:
         assert torch.allclose(p0[name], ref[name], atol=1e-4), name
 

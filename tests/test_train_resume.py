@@ -94,3 +94,22 @@ def test_trackers_write_their_files(tmp_path, monkeypatch, capsys, tracker, patt
     assert glob.glob(str(run / pattern), recursive=True), sorted(p.name for p in run.iterdir())
     if tracker == "wandb":
         assert "wandb sync" in capsys.readouterr().out
+
+
+def test_streaming_run_wraps_epochs_and_resumes_exactly(tmp_path):
+    """data.streaming: each step reads the next blocks of the stream; an epoch ends when the stream does (here after
+    8 steps); a run stopped at step 9 and resumed re-reads its position and logs the same losses and weights."""
+    corpus = write_corpus(tmp_path / "data", n_paragraphs=60)
+    extra = {"data.streaming": "true", "run.save_every": 3, "run.eval_every": 3, "model.dropout": 0.1,
+             "run.sample": "false"}
+    assert cli_main(["train", *tiny_flags(tmp_path / "a", corpus, steps=12, **extra)]) == 0
+    run_a = tmp_path / "a" / "run"
+    epochs = [r["epoch"] for r in rows(run_a) if r["split"] == "train"]
+    assert epochs[0] == 0 and epochs[-1] == 1 and epochs == sorted(epochs)  # the stream was read again
+    paused = tiny_flags(tmp_path / "b", corpus, steps=12, **extra, **{"tokenizer.path": str(run_a / "tokenizer")})
+    assert cli_main(["train", *paused, "--run.stop_at_step", "9"]) == 0
+    run_b = tmp_path / "b" / "run"
+    assert cli_main(["train", "--run.output_dir", str(run_b), "--resume"]) == 0
+    assert losses(run_b) == losses(run_a)
+    final_a, final_b = load_file(run_a / "final" / "model.safetensors"), load_file(run_b / "final" / "model.safetensors")
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
