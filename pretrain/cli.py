@@ -1,7 +1,10 @@
 """The `pretrain` command: one entry point whose subcommands share the config system.
 
     pretrain train [--config X.yaml] [--section.key value ...] [--resume] [--overwrite]
-    pretrain eval RUN_DIR [--batches N]
+    pretrain eval RUN_DIR [--batches N] [--checkpoint step_N]
+    pretrain export RUN_DIR --out DIR [--push-to-hub ORG/NAME]   |   pretrain export --from-hub ID --out RUN
+    pretrain compare [--config compare.yaml] [--only a+b,c+d]
+    pretrain attention RUN_DIR --text "..." [--out maps.png]
 
 User mistakes print `error: <one line>` on stderr, exit status 2 for usage / configuration errors and 1 for errors
 at run time, without a traceback.
@@ -38,7 +41,7 @@ def cmd_eval(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="pretrain eval", description="Validation metrics of a finished run.")
     parser.add_argument("run_dir", help="a run directory written by `pretrain train` or a recipe")
     parser.add_argument("--batches", type=int, default=None, help="evaluate at most this many batches")
-    parser.add_argument("--checkpoint", default=None, help="a checkpoint directory instead of RUN_DIR/final")
+    parser.add_argument("--checkpoint", default=None, help="step_N, N or a checkpoint directory instead of RUN_DIR/final")
     args = parser.parse_args(argv)
     print(json.dumps(evaluate_run(args.run_dir, args.batches, args.checkpoint), indent=2))
     return 0
@@ -64,8 +67,6 @@ def cmd_attention(argv: list[str]) -> int:
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "compare": cmd_compare,
             "attention": cmd_attention}
-COMMANDS["compare"] = lambda argv: __import__("pretrain.compare", fromlist=["x"]).compare_main(argv)
-COMMANDS["attention"] = lambda argv: __import__("pretrain.attention_cli", fromlist=["x"]).attention_main(argv)
 
 
 def main(argv=None) -> int:

@@ -31,15 +31,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def build_optimizer(model: nn.Module, optim_cfg, device_type: str) -> torch.optim.Optimizer:
     fused = optim_cfg.fused
     if fused is None:  # one kernel for all parameters: 3x faster than foreach on CPU too (benchmarks/train_step.py)
-        fused = device_type in ("cuda", "xpu", "mps", "cpu")
-    kwargs = dict(lr=optim_cfg.lr, betas=tuple(optim_cfg.betas), eps=optim_cfg.eps)
+        fused = device_type in ("cuda", "xpu", "cpu")
     groups = param_groups(model, optim_cfg.weight_decay)
-    if fused:
-        try:
-            return torch.optim.AdamW(groups, fused=True, **kwargs)
-        except (RuntimeError, TypeError):
-            pass
-    return torch.optim.AdamW(groups, **kwargs)
+    return torch.optim.AdamW(groups, lr=optim_cfg.lr, betas=tuple(optim_cfg.betas), eps=optim_cfg.eps,
+                             fused=bool(fused))
 
 
 def lr_factor(step: int, progress: float, optim_cfg) -> float:

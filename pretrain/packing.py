@@ -176,21 +176,27 @@ def pack_stream(texts, tokenizer, block_length: int, rank: int = 0, world_size: 
 
 
 # ---- the trainer's entry point --------------------------------------------------------------------------------
+def validation_texts(val_texts):
+    """The validation split as a Dataset: a streamed one is cut to its first STREAM_VAL_DOCUMENTS documents."""
+    import datasets
+
+    if hasattr(val_texts, "__len__"):
+        return val_texts
+    docs = [row["text"] for row in val_texts.take(STREAM_VAL_DOCUMENTS)]
+    return datasets.Dataset.from_dict({"text": docs}, features=datasets.Features({"text": datasets.Value("string")}))
+
+
 def build_blocks(data_cfg, tokenizer, block_length: int, cache_dir, is_main_process: bool = True,
                  wait_for_main=None, rank: int = 0, world_size: int = 1):
     """(train_blocks, val_blocks) for a DataConfig. Streaming: train is an IterableDataset of this rank's shard;
     validation is packed from the first STREAM_VAL_DOCUMENTS held-out documents."""
-    import datasets
-
     from .corpus import load_corpus
 
     train_texts, val_texts = load_corpus(data_cfg)
+    val_texts = validation_texts(val_texts)
     common = dict(tokenizer=tokenizer, block_length=block_length, cache_dir=cache_dir, tail=data_cfg.tail,
                   is_main_process=is_main_process, wait_for_main=wait_for_main)
     if data_cfg.streaming:
-        val_docs = [row["text"] for row in val_texts.take(STREAM_VAL_DOCUMENTS)]
-        val_texts = datasets.Dataset.from_dict({"text": val_docs},
-                                               features=datasets.Features({"text": datasets.Value("string")}))
         train = pack_stream(train_texts, tokenizer, block_length, rank, world_size, data_cfg.tail)
     else:
         train = pack(train_texts, num_proc=data_cfg.num_proc, what="the training corpus", **common)

@@ -57,7 +57,7 @@ def reconstruct(model, tokenizer, batch: dict, max_new: int) -> str:
     start = model.config.decoder_start_token_id
     if start is None:
         start = int(batch["decoder_input_ids"][0, 0])
-    out = torch.tensor([start])
+    out = torch.tensor([start], device=src.device)
     for _ in range(min(max_new, model.config.max_seq_len - 1)):
         hidden = model.decode(out[None], enc, torch.ones_like(src)[None])
         nxt = model.logits(hidden[0, -1]).argmax(-1)

@@ -184,7 +184,10 @@ class Trainer:
                         clip = self.optim_cfg.grad_clip
                         norm = self.acc.clip_grad_norm_(self.params, clip if clip > 0 else float("inf"))
                         grad_norm = torch.as_tensor(norm if norm is not None else float("nan")).float()
-                        nonfinite = norm is not None and not bool(torch.isfinite(grad_norm))
+                        # fp16: an overflowing gradient is the loss scaler's to handle (its step skips and
+                        # lowers the scale), not a fault of the run
+                        nonfinite = norm is not None and self.acc.scaler is None \
+                            and not bool(torch.isfinite(grad_norm))
                     if nonfinite:
                         self._on_nonfinite(row)
                     else:
@@ -207,7 +210,7 @@ class Trainer:
         keys = sorted(sums)
         values = [sums[k] if k in ("n_predicted", "_acc_weighted") else sums[k] / n_micro for k in keys]
         values.append(torch.tensor(time.perf_counter() - self._t0 + self._elapsed0))
-        vec = torch.stack([v.float().reshape(()) for v in values]).to(self.acc.device)
+        vec = torch.stack([torch.as_tensor(v, device=self.acc.device).float().reshape(()) for v in values])
         if self.world > 1:
             vec = self.acc.reduce(vec, reduction="mean")
         out = dict(zip(keys, vec[:-1].tolist()))

@@ -65,14 +65,16 @@ def held_out_windows(data_cfg, tokenizer, window: int = 64, n: int = 256, seed: 
     import numpy as np
 
     from .corpus import load_corpus
-    from .packing import token_stream
+    from .errors import UserError
+    from .packing import token_stream, validation_texts
 
     _, val_texts = load_corpus(data_cfg)
-    stream = np.asarray(token_stream(val_texts, tokenizer), dtype=np.int64)
+    val_texts = validation_texts(val_texts)
+    stream = np.asarray(token_stream(val_texts, tokenizer), dtype=np.int64) if len(val_texts) else np.zeros(0)
     available = len(stream) // window
     if available == 0:
-        raise ValueError(f"the validation split has {len(stream)} tokens, fewer than one yardstick window of "
-                         f"{window}; lower yardstick.window")
+        raise UserError(f"the validation split has {len(stream)} tokens, fewer than one yardstick window of "
+                        f"{window}; raise data.validation_fraction or lower yardstick.window")
     windows = torch.from_numpy(stream[: available * window].reshape(available, window).copy())
     if available > n:
         g = torch.Generator().manual_seed(seed)

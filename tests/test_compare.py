@@ -166,3 +166,20 @@ def test_cloze_positions_are_whole_words(comparison):
     ok = eligible_table(tok)
     for row, p in zip(windows, positions.tolist()):
         assert p >= 2 and bool(ok[row[p]])
+
+
+def test_yardstick_text_from_a_streamed_corpus(tmp_path):
+    """data.streaming trains; the yardstick must read its held-out windows from a streamed validation split too."""
+    from pretrain.corpus import DataConfig
+    from pretrain.errors import UserError
+    from pretrain.tokenizer import TokenizerConfig, build_tokenizer
+    from pretrain.yardstick import held_out_windows
+
+    corpus = write_corpus(tmp_path / "data", n_paragraphs=200)
+    data = DataConfig(files=[str(corpus)], validation_fraction=0.1)
+    tokenizer = build_tokenizer(TokenizerConfig(kind="bpe", vocab_size=300), data)
+    streamed = held_out_windows(DataConfig(files=[str(corpus)], validation_fraction=0.1, streaming=True), tokenizer,
+                                window=16, n=8)
+    assert streamed.shape == (8, 16)
+    with pytest.raises(UserError, match="validation_fraction"):
+        held_out_windows(DataConfig(files=[str(corpus)], validation_fraction=0.0), tokenizer, window=16)

@@ -46,6 +46,12 @@ def test_confident_logits_fp32():
     assert float((F.linear(h, w).detach().amax(-1, keepdim=True) - F.linear(h, w).detach()).max()) > 100
     for a, b in zip(got, (ref.detach(), h.grad, w.grad)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # where the label is the argmax the loss is tiny, so a floor that added visible mass would show (float64:
+    # a floor of -20 instead of -60 misses by ~1e-7 here)
+    h64, w64 = h.detach().double(), w.detach().double()
+    best = F.linear(h64, w64).argmax(-1)
+    loss64, _ = linear_cross_entropy(h64, w64, None, best, chunk_size=16)
+    torch.testing.assert_close(loss64, F.cross_entropy(F.linear(h64, w64), best), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("preset", ["bert", "t5"])

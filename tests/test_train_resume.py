@@ -105,7 +105,7 @@ def test_streaming_run_wraps_epochs_and_resumes_exactly(tmp_path):
     assert cli_main(["train", *tiny_flags(tmp_path / "a", corpus, steps=12, **extra)]) == 0
     run_a = tmp_path / "a" / "run"
     epochs = [r["epoch"] for r in rows(run_a) if r["split"] == "train"]
-    assert epochs[0] == 0 and epochs[-1] == 1 and epochs == sorted(epochs)  # the stream was read again
+    assert epochs == [0] * 8 + [1] * 4  # the stream was read again; the resume below starts inside epoch 1
     paused = tiny_flags(tmp_path / "b", corpus, steps=12, **extra, **{"tokenizer.path": str(run_a / "tokenizer")})
     assert cli_main(["train", *paused, "--run.stop_at_step", "9"]) == 0
     run_b = tmp_path / "b" / "run"

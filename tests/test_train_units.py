@@ -79,7 +79,12 @@ def test_decay_only_on_weight_matrices():
 def test_adamw_fused_by_default_on_cpu():
     mc = ModelConfig.preset("gpt2", d_model=16, n_layers=1, n_heads=2, d_ff=32, vocab_size=50, max_seq_len=16)
     model = Transformer(mc)
-    assert build_optimizer(model, OptimSection(), "cpu").defaults["fused"] is True
+    opt = build_optimizer(model, OptimSection(), "cpu")
+    assert opt.defaults["fused"] is True
+    before = model.tok_emb.weight.detach().clone()
+    model(torch.randint(0, 50, (2, 8))).sum().backward()
+    opt.step()  # the fused kernel really runs here (construction does not check the device)
+    assert not torch.equal(model.tok_emb.weight, before)
     assert not build_optimizer(model, OptimSection(fused=False), "cpu").defaults["fused"]
 
 
