@@ -43,7 +43,7 @@ class Attention(nn.Module):
         else:
             self.qkv = nn.Linear(cfg.d_model, q_dim + 2 * kv_dim, bias=cfg.bias)
         self.out = nn.Linear(q_dim, cfg.d_model, bias=cfg.bias)
-        self.dropout = cfg.dropout if cfg.attention_dropout is None else cfg.attention_dropout
+        self.dropout = cfg.attention_dropout_rate
         self.record_weights, self.last_weights = False, None
 
     def forward(self, x, mask=None, is_causal=False, rotary=None, memory=None):

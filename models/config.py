@@ -71,6 +71,10 @@ class ModelConfig:
         return self.n_kv_heads or self.n_heads
 
     @property
+    def attention_dropout_rate(self) -> float:
+        return self.dropout if self.attention_dropout is None else self.attention_dropout
+
+    @property
     def dim_head(self) -> int:
         return self.head_dim or self.d_model // self.n_heads
 

@@ -15,7 +15,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         valid = labels != -100
         n_valid = valid.sum().clamp(min=1)
         need_grad = hidden.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
-        compute_dtype = torch.get_autocast_dtype("cpu" if hidden.device.type == "cpu" else hidden.device.type) \
+        compute_dtype = torch.get_autocast_dtype(hidden.device.type) \
             if torch.is_autocast_enabled(hidden.device.type) else weight.dtype
         w = weight.to(compute_dtype)
         acc = torch.promote_types(compute_dtype, torch.float32)  # softmax and sums in at least fp32

@@ -32,11 +32,10 @@ def generator(*parts) -> torch.Generator:
 class DataOrder:
     def __init__(self, blocks, seed: int, batch_size: int, world_size: int, grad_accum: int):
         self.blocks, self.n, self.seed = blocks, len(blocks), seed
-        n_blocks = self.n
-        self.b, self.w, self.accum = batch_size, world_size, grad_accum
+        self.b, self.w = batch_size, world_size
         self.global_batch = batch_size * world_size * grad_accum
-        if self.global_batch > n_blocks:
-            raise UserError(f"the corpus has {n_blocks} training blocks, fewer than one step's "
+        if self.global_batch > self.n:
+            raise UserError(f"the corpus has {self.n} training blocks, fewer than one step's "
                             f"{self.global_batch} (batch_size {batch_size} x {world_size} processes x grad_accum "
                             f"{grad_accum}); use a larger corpus or a smaller run.batch_size / run.seq_len")
         self._perm_epoch, self._perm = None, None

@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
+from .checkpoint import _STEP_DIR as _STEP, STATE_FILE, CheckpointManager  # one definition of a checkpoint
 from .errors import UserError
 
 WEIGHTS = "model.safetensors"
 MODEL_CONFIG = "model_config.json"
-STATE_FILE = "trainer_state.json"  # pretrain.checkpoint.STATE_FILE
-_STEP = re.compile(r"^step_(\d+)$")
 _PREFIXES = ("module.", "_orig_mod.")  # DDP / torch.compile wrappers that save_state(unwrap=False) may leave
 
 
@@ -91,14 +89,7 @@ def load_tokenizer(path: Path):
 # ---- locating things -------------------------------------------------------------------------------------------
 def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """(step, path) of every complete checkpoint (it holds trainer_state.json), oldest first."""
-    root = Path(run_dir) / "checkpoints"
-    found = []
-    if root.is_dir():
-        for entry in root.iterdir():
-            m = _STEP.match(entry.name)
-            if m and entry.is_dir() and (entry / STATE_FILE).is_file():
-                found.append((int(m.group(1)), entry))
-    return sorted(found)
+    return CheckpointManager(run_dir).complete()
 
 
 def resolve_weights_dir(run: Path, checkpoint: str | None) -> tuple[Path, str]:

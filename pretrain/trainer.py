@@ -308,9 +308,9 @@ class Trainer:
     def _logged_val(self, step: int) -> dict:
         if not self.acc.is_main_process or not self.metrics.path.is_file():
             return {}
-        from .logging_utils import read_metrics
+        from .run_dir import read_metrics
 
-        rows = [r for r in read_metrics(self.metrics.path) if r.get("split") == "val" and r.get("step") == step]
+        rows = [r for r in read_metrics(self.run_dir) if r.get("split") == "val" and r.get("step") == step]
         return {k: v for k, v in rows[-1].items() if k not in ("split", "step", "tokens", "elapsed")} if rows else {}
 
     def _eval_and_log(self) -> dict:

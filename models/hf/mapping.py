@@ -161,7 +161,7 @@ def dropouts(hidden: float, attention: float) -> dict:
 
 
 def attention_dropout(cfg) -> float:
-    return cfg.dropout if cfg.attention_dropout is None else cfg.attention_dropout
+    return cfg.attention_dropout_rate
 
 
 def any_value(value) -> bool:
