@@ -4,6 +4,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig
+from .dropout import dropout
 
 
 def build_mask(key_padding, q_len: int, k_len: int, causal: bool, bias=None):
@@ -29,8 +30,9 @@ def build_mask(key_padding, q_len: int, k_len: int, causal: bool, bias=None):
 
 class Attention(nn.Module):
     """Self-attention uses one fused q/k/v projection; cross-attention projects q from the decoder, k/v from the
-    encoder. Setting `record_weights = True` switches to an explicit softmax path that keeps the weights in
-    `last_weights` (for inspection only: SDPA returns no weights)."""
+    encoder. SDPA computes attention, except in two cases that take the explicit softmax path: `record_weights =
+    True` keeps the weights in `last_weights` (SDPA returns none), and training with attention dropout on CPU, where
+    SDPA has no fused kernel and runs the same math with torch's costlier dropout mask (see models/dropout.py)."""
 
     def __init__(self, cfg: ModelConfig, cross: bool = False):
         super().__init__()
@@ -63,19 +65,23 @@ class Attention(nn.Module):
             v = v.repeat_interleave(self.n_heads // self.n_kv, dim=1)
         if mask is not None and mask.dtype != torch.bool:
             mask = mask.to(q.dtype)
-        if self.record_weights:
-            y = self._explicit(q, k, v, mask, is_causal)
+        p = self.dropout if self.training else 0.0
+        if self.record_weights or (p > 0.0 and q.device.type == "cpu" and not torch.compiler.is_compiling()):
+            y = self._explicit(q, k, v, mask, is_causal, p)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
-                                               dropout_p=self.dropout if self.training else 0.0)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=p)
         return self.out(y.transpose(1, 2).reshape(B, T, self.n_heads * self.hd))
 
-    def _explicit(self, q, k, v, mask, is_causal):
-        scores = q @ k.transpose(-1, -2) * self.hd ** -0.5
+    def _explicit(self, q, k, v, mask, is_causal, p):
+        scores = (q * self.hd ** -0.5) @ k.transpose(-1, -2)
         if is_causal:
-            scores = scores.masked_fill(~torch.ones_like(scores, dtype=torch.bool).tril(), float("-inf"))
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+            T, S = scores.shape[-2:]
+            mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
+        if mask is not None and mask.dtype == torch.bool:
+            scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
+        elif mask is not None:
+            scores += mask
         weights = scores.softmax(dim=-1)
-        self.last_weights = weights.detach()
-        return weights @ v
+        if self.record_weights:
+            self.last_weights = weights.detach()
+        return dropout(weights, p) @ v

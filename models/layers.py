@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig
+from .dropout import Dropout
 
 
 def make_norm(cfg: ModelConfig) -> nn.Module:
@@ -33,7 +34,7 @@ class FeedForward(nn.Module):
         self.act = ACTIVATION_FNS[cfg.activation]
         self.up = nn.Linear(cfg.d_model, cfg.d_ff * (2 if self.gated else 1), bias=cfg.bias)
         self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x):
         h = self.up(x)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from .attention import Attention, build_mask
 from .config import ModelConfig
+from .dropout import Dropout
 from .fused_ce import linear_cross_entropy
 from .init import init_weights
 from .layers import ACTIVATION_FNS, FeedForward, RelativeBias, Rotary, make_norm, sinusoidal_table
@@ -22,7 +23,7 @@ class Block(nn.Module):
         self.cross_attn = Attention(cfg, cross=True) if cross else None
         self.cross_norm = make_norm(cfg) if cross else None
         self.ff, self.ff_norm = FeedForward(cfg), make_norm(cfg)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def _residual(self, x, norm, fn):
         if self.pre:
@@ -51,7 +52,7 @@ class Stack(nn.Module):
         self.emb_norm = make_norm(cfg) if cfg.embedding_norm else None
         self.layers = nn.ModuleList(Block(cfg, cross) for _ in range(n_layers))
         self.final_norm = make_norm(cfg) if cfg.norm_placement == "pre" else None
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x, padding=None, memory=None, memory_padding=None):
         """x: token embeddings [B, T, D]; padding: Bool[B, T] True on real tokens (None = no padding)."""

@@ -8,11 +8,15 @@ V, T = 50, 12
 SMALL = dict(d_model=32, n_layers=2, n_heads=4, d_ff=64, vocab_size=V, max_seq_len=32, dropout=0.0)
 
 
-def build(preset, **kw):
+def build(preset, train=False, **kw):
+    """train=True: dropout on and training mode, so attention takes the explicit CPU dropout path. Every forward
+    reseeds (see `run`), so all of them draw the same masks and any change in the output comes from the input."""
     extra = {"head_dim": 8} if preset == "t5" else {}
+    if train:
+        extra["dropout"] = 0.1
     torch.manual_seed(0)
     cfg = ModelConfig.preset(preset, **{**SMALL, **extra, **kw})
-    return Transformer(cfg).eval()
+    return Transformer(cfg).train(train)
 
 
 def ids(batch=2, length=T, seed=1):
@@ -32,14 +36,16 @@ ALL = ENCODERS + DECODERS + SEQ2SEQ
 
 
 def run(model, x, mask=None, dec=None, dec_mask=None):
+    torch.manual_seed(1)
     if model.config.arch == "encoder-decoder":
         return model(x, mask, decoder_input_ids=dec, decoder_attention_mask=dec_mask)
     return model(x, mask)
 
 
 @pytest.mark.parametrize("preset", DECODERS)
-def test_causal_mask_position_by_position(preset):
-    model, x = build(preset), ids()
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train-dropout"])
+def test_causal_mask_position_by_position(preset, train):
+    model, x = build(preset, train), ids()
     base = run(model, x)
     for t in range(T - 1):
         later = x.clone()
@@ -52,8 +58,9 @@ def test_causal_mask_position_by_position(preset):
 
 
 @pytest.mark.parametrize("preset", SEQ2SEQ)
-def test_decoder_of_seq2seq_is_causal(preset):
-    model, x, dec = build(preset), ids(), ids(seed=2)
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train-dropout"])
+def test_decoder_of_seq2seq_is_causal(preset, train):
+    model, x, dec = build(preset, train), ids(), ids(seed=2)
     base = run(model, x, dec=dec)
     for t in range(T - 1):
         later = dec.clone()
@@ -65,18 +72,22 @@ def test_decoder_of_seq2seq_is_causal(preset):
 
 
 @pytest.mark.parametrize("preset", ENCODERS + SEQ2SEQ)
-def test_encoder_is_bidirectional(preset):
-    model, x = build(preset), ids()
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train-dropout"])
+def test_encoder_is_bidirectional(preset, train):
+    model, x = build(preset, train), ids()
+    torch.manual_seed(1)
     base = model.encode(x)
     for t in range(T):
         other = x.clone()
         other[:, t] = (other[:, t] + 1) % V
+        torch.manual_seed(1)
         assert changed(base, model.encode(other)).all(), f"some position ignores token {t}"
 
 
 @pytest.mark.parametrize("preset", ALL)
-def test_padding_never_affects_real_tokens(preset):
-    model, x = build(preset), ids()
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train-dropout"])
+def test_padding_never_affects_real_tokens(preset, train):
+    model, x = build(preset, train), ids()
     mask = torch.ones_like(x)
     mask[0, 8:] = 0
     mask[1, 5:] = 0
@@ -90,8 +101,9 @@ def test_padding_never_affects_real_tokens(preset):
 
 
 @pytest.mark.parametrize("preset", SEQ2SEQ)
-def test_cross_attention_sees_every_encoder_token_but_no_padding(preset):
-    model, x, dec = build(preset), ids(), ids(seed=2)
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train-dropout"])
+def test_cross_attention_sees_every_encoder_token_but_no_padding(preset, train):
+    model, x, dec = build(preset, train), ids(), ids(seed=2)
     mask = torch.ones_like(x)
     mask[:, 9:] = 0
     base = run(model, x, mask, dec)
