@@ -39,7 +39,8 @@ def reference_model(family, s, cfg):
                                           max_position_embeddings=s["seq"]))
     if family == "gpt2":
         return GPT2LMHeadModel(GPT2Config(**common, n_embd=s["d"], n_layer=s["layers"], n_head=s["heads"],
-                                          n_inner=s["ff"], n_positions=s["seq"]))
+                                          n_inner=s["ff"], n_positions=s["seq"], bos_token_id=cfg.bos_token_id,
+                                          eos_token_id=cfg.eos_token_id))
     if family == "bart":
         return BartForConditionalGeneration(BartConfig(
             **common, d_model=s["d"], encoder_layers=s["layers"], decoder_layers=s["layers"],

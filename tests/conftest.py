@@ -11,6 +11,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="hf-datasets-test-")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n N`: one core per worker, no oversubscribed thread pools
+    torch.set_num_threads(1)
 
 
 @pytest.fixture
