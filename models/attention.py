@@ -81,7 +81,7 @@ class Attention(nn.Module):
             scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
         elif mask is not None:
             scores += mask
-        weights = scores.softmax(dim=-1)
+        weights = scores.softmax(dim=-1, dtype=torch.float32).to(v.dtype)  # fp32 softmax under autocast, like SDPA
         if self.record_weights:
             self.last_weights = weights.detach()
         return dropout(weights, p) @ v

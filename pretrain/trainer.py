@@ -269,6 +269,8 @@ class Trainer:
                 flops = row.pop("_flops")
                 self.flops += flops
                 tps = self.tokens_per_step / dt
+                if not r.peak_flops:  # the run's own rate bounds the peak from below (a probe can hit a slow spell)
+                    self._peak = max(self._peak, flops / dt)
                 row = {"split": "train", "step": self.step, "tokens": self.tokens, "epoch": self.epoch, **row,
                        "tokens_per_s": tps, "mfu": flops / dt / self._peak, "flops": self.flops,
                        "elapsed": self.elapsed}

@@ -105,6 +105,15 @@ def test_checkpoints_atomic_and_pruned(tmp_path):
         assert key in rows[0]
 
 
+def test_mfu_never_passes_one_when_the_probe_understates_the_peak(tmp_path, monkeypatch):
+    """A probe that ran in a slow spell of a shared machine must not make the run report MFU above 100%."""
+    monkeypatch.setattr("pretrain.trainer.peak_flops", lambda *a: 1.0)  # 1 FLOP/s: every step outruns it
+    make_trainer(tmp_path).train()
+    mfu = [json.loads(line)["mfu"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+           if '"train"' in line]
+    assert len(mfu) == 6 and mfu[0] == 1.0 and all(0 < m <= 1.0 for m in mfu)
+
+
 def test_nonfinite_loss_stops_naming_the_step(tmp_path):
     trainer = make_trainer(tmp_path, poison=[3])
     with pytest.raises(UserError, match="step 3"):
