@@ -176,7 +176,7 @@ class Trainer:
                 if "accuracy" in metrics and "n_predicted" in metrics:
                     weighted = metrics["accuracy"].detach().float() * metrics["n_predicted"].float()
                     sums["_acc_weighted"] = sums.get("_acc_weighted", 0.0) + weighted
-                flops += self._flops(batch, float(metrics["n_predicted"]))
+                flops += self._flops(batch, 0)  # the head's share comes from the reduced count, below
                 if self.acc.sync_gradients:
                     row = self._reduce(sums, r.grad_accum)
                     nonfinite = not math.isfinite(row["loss"])
@@ -197,7 +197,8 @@ class Trainer:
         fault_point("step", self.step + 1, self.rank)
         row["grad_norm"] = float(grad_norm)
         row["lr"] = self.lr()
-        row["_flops"] = flops * self.world
+        # the head's FLOPs from the step's n_predicted summed over micro-batches and ranks: no per-micro-batch sync
+        row["_flops"] = flops * self.world + self.model_cfg.train_flops(0, 0, row.get("n_predicted", 0), 0, 0)
         self.step += 1
         self.tokens += self.tokens_per_step
         return row

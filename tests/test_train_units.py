@@ -114,6 +114,19 @@ def test_mfu_never_passes_one_when_the_probe_understates_the_peak(tmp_path, monk
     assert len(mfu) == 6 and mfu[0] == 1.0 and all(0 < m <= 1.0 for m in mfu)
 
 
+def test_logged_flops_are_the_formula_for_the_tokens_and_predictions_of_each_step(tmp_path):
+    trainer = make_trainer(tmp_path, grad_accum=2)
+    trainer.train()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["split"] == "train"]
+    previous = {"flops": 0.0, "tokens": 0}
+    for row in rows:
+        inputs = (row["tokens"] - previous["tokens"]) // 9 * 8  # CLM blocks of 9: 8 inputs, targets shifted by one
+        expected = trainer.model_cfg.train_flops(0, inputs, row["n_predicted"], 0, 8)
+        assert row["flops"] - previous["flops"] == pytest.approx(expected, rel=1e-9)
+        previous = row
+
+
 def test_nonfinite_loss_stops_naming_the_step(tmp_path):
     trainer = make_trainer(tmp_path, poison=[3])
     with pytest.raises(UserError, match="step 3"):
