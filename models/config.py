@@ -37,6 +37,7 @@ class ModelConfig:
     bias: bool = True
     dropout: float = 0.1
     attention_dropout: float | None = None  # defaults to dropout
+    activation_dropout: float | None = None  # inside the feed-forward, after the activation; see the property
     tie_embeddings: bool = True
     type_vocab_size: int = 0  # BERT's token-type (segment) embeddings
     scale_embeddings: bool = False  # multiply token embeddings by sqrt(d_model)
@@ -73,6 +74,13 @@ class ModelConfig:
     @property
     def attention_dropout_rate(self) -> float:
         return self.dropout if self.attention_dropout is None else self.attention_dropout
+
+    @property
+    def activation_dropout_rate(self) -> float:
+        """Unset: `dropout` in gated feed-forwards (T5 v1.1), none otherwise (BERT, GPT-2, BART's default)."""
+        if self.activation_dropout is not None:
+            return self.activation_dropout
+        return self.dropout if self.gated else 0.0
 
     @property
     def dim_head(self) -> int:
@@ -115,8 +123,10 @@ class ModelConfig:
         if self.n_decoder_layers is not None and self.arch != "encoder-decoder":
             raise ValueError(f"n_decoder_layers applies to encoder-decoder models only, not {self.arch}; "
                              f"remove it or use n_layers")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "attention_dropout", "activation_dropout"):
+            rate = getattr(self, name)
+            if rate is not None and not 0.0 <= rate < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {rate}")
 
     def check_length(self, length: int, what: str = "sequence"):
         if length > self.max_seq_len:

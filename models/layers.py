@@ -26,7 +26,8 @@ ACTIVATION_FNS = {
 
 
 class FeedForward(nn.Module):
-    """Two-layer MLP; the gated variants (SwiGLU, GeGLU) compute gate and value with one fused matmul."""
+    """Two-layer MLP; the gated variants (SwiGLU, GeGLU) compute gate and value with one fused matmul. Dropout
+    after the activation where the family has it (T5, BART's activation_dropout)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -34,7 +35,7 @@ class FeedForward(nn.Module):
         self.act = ACTIVATION_FNS[cfg.activation]
         self.up = nn.Linear(cfg.d_model, cfg.d_ff * (2 if self.gated else 1), bias=cfg.bias)
         self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
-        self.dropout = Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.activation_dropout_rate)
 
     def forward(self, x):
         h = self.up(x)
@@ -43,7 +44,7 @@ class FeedForward(nn.Module):
             h = self.act(gate) * value
         else:
             h = self.act(h)
-        return self.down(self.dropout(h) if self.gated else h)
+        return self.down(self.dropout(h))
 
 
 def sinusoidal_table(length: int, dim: int) -> torch.Tensor:

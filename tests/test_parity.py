@@ -191,3 +191,27 @@ def test_import_refuses_mismatched_state_dict():
     del state["transformer.h.1.ln_2.weight"]
     with pytest.raises(ValueError, match="lacks"):
         import_state_dict("gpt2", state, cfg)
+
+
+def test_training_dropout_rates_survive_import_and_export():
+    """Logit parity is measured in eval mode; these rates decide the training noise of an imported model."""
+    from transformers import BartConfig, T5Config
+
+    def ff_dropout(cfg):
+        return Transformer(cfg).decoder.layers[0].ff.dropout.p
+
+    small = dict(d_model=16, d_ff=32, vocab_size=64)
+    bart = from_hf_config(BartConfig(**{k: v for k, v in small.items() if k != "d_ff"}, encoder_ffn_dim=32,
+                                     decoder_ffn_dim=32, encoder_layers=1, decoder_layers=1,
+                                     encoder_attention_heads=2, decoder_attention_heads=2, dropout=0.1,
+                                     attention_dropout=0.0, activation_dropout=0.2))
+    assert ff_dropout(bart) == 0.2 and bart.attention_dropout_rate == 0.0
+    assert to_hf_config("bart", bart).activation_dropout == 0.2
+    for proj, gated in [("relu", False), ("gated-gelu", True)]:  # T5 v1.0 and v1.1
+        t5 = from_hf_config(T5Config(**small, d_kv=8, num_layers=1, num_heads=2, feed_forward_proj=proj,
+                                     dropout_rate=0.15))
+        assert t5.gated == gated and ff_dropout(t5) == 0.15
+    assert [ModelConfig.preset(p).activation_dropout_rate for p in ("bert", "gpt2", "bart", "t5")] == \
+        [0.0, 0.0, 0.0, 0.1]
+    with pytest.raises(ValueError, match="activation_dropout must be in"):
+        ModelConfig.preset("bart", activation_dropout=1.0)

@@ -27,7 +27,7 @@ MODEL_TYPES = {module.MODEL_TYPE: name for name, module in MODULES.items()}  # c
 # rope_theta and relative_* are expressible in the one family where they matter (llama, t5) and inert elsewhere.
 SIZING_FIELDS = frozenset({
     "d_model", "n_layers", "n_decoder_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "vocab_size",
-    "max_seq_len", "dropout", "attention_dropout", "pad_token_id", "bos_token_id", "eos_token_id",
+    "max_seq_len", "dropout", "attention_dropout", "activation_dropout", "pad_token_id", "bos_token_id", "eos_token_id",
     "decoder_start_token_id", "init_std", "init", "rope_theta", "relative_buckets", "relative_max_distance"})
 
 

@@ -98,6 +98,8 @@ def from_hf_config(hf) -> ModelConfig:
         n_decoder_layers=None if hf.num_decoder_layers in (None, hf.num_layers) else hf.num_decoder_layers,
         n_heads=hf.num_heads, relative_buckets=hf.relative_attention_num_buckets,
         relative_max_distance=hf.relative_attention_max_distance, dropout=float(hf.dropout_rate),
+        # T5 drops after the activation in plain feed-forwards too (v1.0); gated ones follow `dropout` already
+        activation_dropout=None if hf.is_gated_act else float(hf.dropout_rate) or None,
         norm_eps=hf.layer_norm_epsilon, activation=FF_FROM_HF[hf.feed_forward_proj],
         max_seq_len=getattr(hf, "n_positions", None) or 512,
         pad_token_id=hf.pad_token_id if hf.pad_token_id is not None else 0, eos_token_id=hf.eos_token_id,
