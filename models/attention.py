@@ -4,7 +4,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig
-from .dropout import dropout
+from .dropout import dropout, uses_cpu_mask
 
 
 def build_mask(key_padding, q_len: int, k_len: int, causal: bool, bias=None):
@@ -66,7 +66,7 @@ class Attention(nn.Module):
         if mask is not None and mask.dtype != torch.bool:
             mask = mask.to(q.dtype)
         p = self.dropout if self.training else 0.0
-        if self.record_weights or (p > 0.0 and q.device.type == "cpu" and not torch.compiler.is_compiling()):
+        if self.record_weights or (p > 0.0 and uses_cpu_mask(q)):
             y = self._explicit(q, k, v, mask, is_causal, p)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=p)

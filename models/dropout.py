@@ -6,6 +6,8 @@ random bits serve four elements: an element is kept when its 16-bit slice falls 
 kept values are scaled by the exact inverse of that keep rate, so the output stays unbiased. The drop rate differs
 from p by less than 8e-6. The mask is kept as bool for backward, as torch's own dropout does. Other devices (and
 torch.compile, which generates its own dropout) use F.dropout."""
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -15,9 +17,7 @@ LEVELS = 1 << 16
 
 def keep_mask(shape, p: float, device) -> tuple[torch.Tensor, float]:
     """Bool mask of `shape` with P(True) = round((1 - p) * 2^16) / 2^16, and the scale that keeps E[x] unchanged."""
-    n = 1
-    for size in shape:
-        n *= size
+    n = math.prod(shape)
     keep_levels = round((1.0 - p) * LEVELS)
     bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(1 << 63), None)
     mask = bits.view(torch.int16)[:n] < keep_levels - LEVELS // 2
@@ -37,10 +37,15 @@ class _MaskedScale(torch.autograd.Function):
         return torch.where(mask, grad, 0.0).mul_(ctx.scale), None, None
 
 
+def uses_cpu_mask(x: torch.Tensor) -> bool:
+    """Whether `dropout` draws its own mask for x (eager CPU) rather than calling F.dropout."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or torch.compiler.is_compiling() or p >= 1.0:
+    if not uses_cpu_mask(x) or p >= 1.0:
         return F.dropout(x, p, True)
     mask, scale = keep_mask(x.shape, p, x.device)
     return _MaskedScale.apply(x, mask, scale)

@@ -146,15 +146,16 @@ class Trainer:
         return {k: v.to(self.acc.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
                 for k, v in batch.items()}
 
-    def _flops(self, batch: dict, n_predicted: float) -> float:
+    def _flops(self, batch: dict) -> float:
+        """FLOPs of the stacks for this micro-batch; the head's share is added per step from the reduced count."""
         ids = batch["input_ids"]
         dec = batch.get("decoder_input_ids")
         arch = self.model_cfg.arch
         if arch == "encoder-decoder" and dec is not None:
-            return self.model_cfg.train_flops(ids.numel(), dec.numel(), n_predicted, ids.shape[1], dec.shape[1])
+            return self.model_cfg.train_flops(ids.numel(), dec.numel(), 0, ids.shape[1], dec.shape[1])
         if arch == "decoder":
-            return self.model_cfg.train_flops(0, ids.numel(), n_predicted, 0, ids.shape[1])
-        return self.model_cfg.train_flops(ids.numel(), 0, n_predicted, ids.shape[1], 0)
+            return self.model_cfg.train_flops(0, ids.numel(), 0, 0, ids.shape[1])
+        return self.model_cfg.train_flops(ids.numel(), 0, 0, ids.shape[1], 0)
 
     def train_step(self) -> dict:
         r = self.run_cfg
@@ -176,7 +177,7 @@ class Trainer:
                 if "accuracy" in metrics and "n_predicted" in metrics:
                     weighted = metrics["accuracy"].detach().float() * metrics["n_predicted"].float()
                     sums["_acc_weighted"] = sums.get("_acc_weighted", 0.0) + weighted
-                flops += self._flops(batch, 0)  # the head's share comes from the reduced count, below
+                flops += self._flops(batch)
                 if self.acc.sync_gradients:
                     row = self._reduce(sums, r.grad_accum)
                     nonfinite = not math.isfinite(row["loss"])
@@ -198,7 +199,7 @@ class Trainer:
         row["grad_norm"] = float(grad_norm)
         row["lr"] = self.lr()
         # the head's FLOPs from the step's n_predicted summed over micro-batches and ranks: no per-micro-batch sync
-        row["_flops"] = flops * self.world + self.model_cfg.train_flops(0, 0, row.get("n_predicted", 0), 0, 0)
+        row["_flops"] = flops * self.world + self.model_cfg.train_flops(0, 0, row["n_predicted"], 0, 0)
         self.step += 1
         self.tokens += self.tokens_per_step
         return row
