@@ -6,7 +6,7 @@ from transformers import (BartConfig, BartForConditionalGeneration, BertConfig, 
 
 from models import ModelConfig, Transformer
 from objectives import build_objective
-from pretrain.logging_utils import cpu_has_native_bf16, measured_matmul_flops
+from pretrain.train.hardware import cpu_has_native_bf16, measured_matmul_flops
 
 SIZES = {
     "small": dict(vocab=16384, d=256, layers=4, heads=4, ff=1024, seq=128, batch=16),
@@ -60,7 +60,6 @@ def build_case(family: str, size: str, device: str, sides=("ours", "theirs")) ->
     s = SIZES[size]
     objective_name, label = FAMILIES[family]
     tokenizer = synthetic_tokenizer(s["vocab"])
-    objective = build_objective(objective_name, tokenizer)
     ids = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                bos_token_id=tokenizer.bos_token_id)
     if family in ("bart", "t5"):
@@ -68,7 +67,7 @@ def build_case(family: str, size: str, device: str, sides=("ours", "theirs")) ->
     extra = {"head_dim": s["d"] // s["heads"]} if family == "t5" else {}
     cfg = ModelConfig.preset(family, vocab_size=s["vocab"], d_model=s["d"], n_layers=s["layers"],
                              n_heads=s["heads"], d_ff=s["ff"], max_seq_len=s["seq"] + 8, **extra, **ids)
-    objective.check_arch(cfg.arch)
+    objective = build_objective(objective_name, tokenizer, cfg)
     g = torch.Generator().manual_seed(0)
     length = objective.block_length(s["seq"])
     blocks = torch.randint(len(SPECIALS), s["vocab"], (s["batch"], length), generator=g)

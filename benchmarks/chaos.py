@@ -80,9 +80,9 @@ def check_latest_loadable(run: Path) -> int | None:
     import torch
     from safetensors.torch import load_file
 
-    from pretrain.checkpoint import CheckpointManager
+    from pretrain.train.run_dir import RunDir
 
-    latest = CheckpointManager(run).latest()
+    latest = RunDir(run).latest_checkpoint()
     if latest is None:
         return None
     assert latest.name.startswith("step_"), latest

@@ -23,9 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 import datasets  # noqa: E402
 
-from pretrain.corpus import DataConfig, load_corpus  # noqa: E402
-from pretrain.packing import pack  # noqa: E402
-from pretrain.tokenizer import train_tokenizer  # noqa: E402
+from pretrain.data.corpus import DataConfig, load_corpus  # noqa: E402
+from pretrain.data.packing import pack  # noqa: E402
+from pretrain.data.tokenizer import train_tokenizer  # noqa: E402
 
 
 def best_of(repeat: int, fn):

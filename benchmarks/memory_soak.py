@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 CHILD = """
 import os, resource, sys
 from pretrain.cli import main
-from pretrain.trainer import Trainer
+from pretrain.train.trainer import Trainer
 MARKS = {int(m) for m in sys.argv[1].split(",")}
 step = Trainer.train_step
 

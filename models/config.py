@@ -4,12 +4,21 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from .family import family_names, get_family
+
 ARCHS = ("encoder", "decoder", "encoder-decoder")
 POSITIONS = ("learned", "sinusoidal", "rotary", "relative", "none")
 NORMS = ("layernorm", "rmsnorm")
 PLACEMENTS = ("pre", "post")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu", "swiglu", "geglu")
-INITS = ("bert", "gpt2", "llama", "bart", "t5", "transformer")
+
+# Fields that change neither the shapes nor the values of trained weights: training noise, how fresh weights are
+# drawn, and which ids are special. Resume, model.init_from and export ignore them when comparing architectures.
+WEIGHT_NEUTRAL_FIELDS = frozenset({"dropout", "attention_dropout", "activation_dropout", "init", "init_std",
+                                   "pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"})
+# Fields that size a model rather than choose its architecture.
+SIZE_FIELDS = frozenset({"d_model", "n_layers", "n_decoder_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff",
+                         "vocab_size", "max_seq_len"})
 
 
 @dataclass
@@ -44,7 +53,7 @@ class ModelConfig:
     head_transform: bool = False  # BERT: dense + activation + norm before the output projection
     head_bias: bool = False  # BERT's cls.predictions.bias, BART's final_logits_bias
     scale_tied_head: bool = False  # T5 scales the decoder output by d_model**-0.5 when the head is tied
-    init: str = "bert"
+    init: str = "bert"  # the family whose initialization scheme draws fresh weights
     init_std: float = 0.02
     pad_token_id: int = 0
     bos_token_id: int | None = None
@@ -57,14 +66,13 @@ class ModelConfig:
     # ---- presets -------------------------------------------------------------------------------------------
     @classmethod
     def preset(cls, name: str, **overrides) -> "ModelConfig":
-        """A real architecture (bert, gpt2, llama, bart, t5, transformer), sized by keyword overrides."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        """A registered family's architecture (models/families/), sized by keyword overrides."""
+        family = get_family(name)
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown model option(s) {', '.join(sorted(unknown))}; "
                              f"valid options are the fields of ModelConfig")
-        return cls(**{**PRESETS[name], **overrides})
+        return cls(**{**family.preset, **overrides})
 
     # ---- derived sizes -------------------------------------------------------------------------------------
     @property
@@ -105,7 +113,7 @@ class ModelConfig:
         choice("norm", NORMS)
         choice("norm_placement", PLACEMENTS)
         choice("activation", ACTIVATIONS)
-        choice("init", INITS)
+        choice("init", family_names())
         for field in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_seq_len"):
             if getattr(self, field) <= 0:
                 raise ValueError(f"{field} must be positive, got {getattr(self, field)}")
@@ -133,19 +141,7 @@ class ModelConfig:
             raise ValueError(f"{what} length {length} is longer than max_seq_len {self.max_seq_len}; "
                              f"shorten the sequence or raise model.max_seq_len")
 
-    # ---- size and compute ----------------------------------------------------------------------------------
-    def num_params(self, non_embedding: bool = False) -> int:
-        """Exact parameter count, from the model built on the meta device (no memory used)."""
-        import torch
-        from .transformer import Transformer
-
-        with torch.device("meta"):
-            model = Transformer(self)
-        total = sum(p.numel() for p in model.parameters())
-        if non_embedding:
-            total -= model.tok_emb.weight.numel()
-        return total
-
+    # ---- compute -------------------------------------------------------------------------------------------
     def _layer_matmul_params(self, cross: bool) -> int:
         d, hd = self.d_model, self.dim_head
         attn = d * hd * (self.n_heads + 2 * self.kv_heads) + self.n_heads * hd * d
@@ -179,6 +175,11 @@ class ModelConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def weight_differences(self, other: "ModelConfig | dict") -> list[str]:
+        """The fields in which `other` describes different weights (WEIGHT_NEUTRAL_FIELDS ignored)."""
+        mine, theirs = self.to_dict(), other if isinstance(other, dict) else other.to_dict()
+        return [k for k in mine if k not in WEIGHT_NEUTRAL_FIELDS and mine[k] != theirs.get(k)]
+
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
         unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
@@ -186,38 +187,3 @@ class ModelConfig:
             raise ValueError(f"unknown model option(s) {', '.join(sorted(unknown))} in saved config; "
                              f"was it written by a newer version?")
         return cls(**values)
-
-
-PRESETS: dict[str, dict] = {
-    # BERT (Devlin et al.): post-norm, learned positions, token types, embedding LayerNorm, exact GELU, MLM head
-    # transform, tied decoder with its own bias.
-    "bert": dict(arch="encoder", position="learned", norm="layernorm", norm_eps=1e-12, norm_placement="post",
-                 embedding_norm=True, activation="gelu", type_vocab_size=2, head_transform=True, head_bias=True,
-                 tie_embeddings=True, init="bert", pad_token_id=0),
-    # GPT-2: pre-norm with a final LayerNorm, learned positions, tanh GELU, tied head without bias.
-    "gpt2": dict(arch="decoder", vocab_size=50257, max_seq_len=1024, position="learned", norm="layernorm",
-                 norm_eps=1e-5, norm_placement="pre", activation="gelu_tanh", tie_embeddings=True, init="gpt2",
-                 bos_token_id=50256, eos_token_id=50256, pad_token_id=50256),
-    # Llama: RMSNorm pre-norm, rotary positions (split halves), SwiGLU, no biases, untied head.
-    "llama": dict(arch="decoder", vocab_size=32000, d_model=4096, n_layers=32, n_heads=32, d_ff=11008,
-                  max_seq_len=2048, position="rotary", norm="rmsnorm", norm_eps=1e-6, norm_placement="pre",
-                  activation="swiglu", bias=False, dropout=0.0, tie_embeddings=False, init="llama",
-                  bos_token_id=1, eos_token_id=2, pad_token_id=0),
-    # BART: post-norm, learned positions offset by 2, embedding LayerNorm in each stack, exact GELU, tied head plus
-    # final_logits_bias; the decoder starts with </s>.
-    "bart": dict(arch="encoder-decoder", vocab_size=50265, n_layers=6, n_heads=12, max_seq_len=1024,
-                 position="learned", position_offset=2, norm="layernorm", norm_eps=1e-5, norm_placement="post",
-                 embedding_norm=True, activation="gelu", head_bias=True, tie_embeddings=True, init="bart",
-                 pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2),
-    # T5 v1.1: RMSNorm pre-norm, relative position buckets, gated GELU, no biases, unscaled attention (folded into
-    # the query weights by the mapping), untied head; the decoder starts with <pad>.
-    "t5": dict(arch="encoder-decoder", vocab_size=32128, d_model=512, n_layers=8, n_heads=6, head_dim=64,
-               d_ff=1024, position="relative", norm="rmsnorm", norm_eps=1e-6, norm_placement="pre",
-               activation="geglu", bias=False, tie_embeddings=False, scale_tied_head=True, init="t5",
-               pad_token_id=0, eos_token_id=1, decoder_start_token_id=0),
-    # "Attention Is All You Need": sinusoidal positions, post-norm, ReLU, embeddings scaled by sqrt(d_model).
-    "transformer": dict(arch="encoder-decoder", vocab_size=37000, d_model=512, n_layers=6, n_heads=8, d_ff=2048,
-                        position="sinusoidal", norm="layernorm", norm_eps=1e-6, norm_placement="post",
-                        activation="relu", scale_embeddings=True, tie_embeddings=True, init="transformer",
-                        pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1),
-}

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from .attention import Attention, build_mask
 from .config import ModelConfig
 from .dropout import Dropout
+from .family import get_family
 from .fused_ce import linear_cross_entropy
-from .init import init_weights
 from .layers import ACTIVATION_FNS, FeedForward, RelativeBias, Rotary, make_norm, sinusoidal_table
 
 
@@ -92,7 +92,7 @@ class Transformer(nn.Module):
         self.head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.head_bias = nn.Parameter(torch.zeros(cfg.vocab_size)) if cfg.head_bias else None
         self.emb_scale = math.sqrt(cfg.d_model) if cfg.scale_embeddings else 1.0
-        init_weights(self, cfg)
+        get_family(cfg.init).init(self, cfg)
 
     def embed(self, ids, token_type_ids=None):
         x = self.tok_emb(ids) * self.emb_scale
@@ -153,8 +153,16 @@ class Transformer(nn.Module):
 
 
 def _padding(attention_mask):
-    """HF attention_mask (1 = token, 0 = padding) -> Bool padding mask, or None when nothing is padded."""
-    if attention_mask is None:
-        return None
-    mask = attention_mask.bool()
-    return None if bool(mask.all()) else mask
+    """HF attention_mask (1 = token, 0 = padding) -> Bool padding mask. None means nothing is padded: callers that
+    know their batch is unpadded pass none, so attention takes the no-mask fast path without a host sync."""
+    return None if attention_mask is None else attention_mask.bool()
+
+
+def num_params(cfg: ModelConfig, non_embedding: bool = False) -> int:
+    """Exact parameter count of Transformer(cfg), built on the meta device (no memory used)."""
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    total = sum(p.numel() for p in model.parameters())
+    if non_embedding:
+        total -= model.tok_emb.weight.numel()
+    return total

@@ -1,58 +1,142 @@
-"""The interface every objective implements, and the helpers several of them share.
+"""The interface every objective implements, the registry of objectives, and the helpers several of them share.
 
-An objective turns packed blocks of token ids into a batch (`collate`, CPU, all randomness from an explicit
-torch.Generator so a resumed run draws the same masks) and a batch plus a model into a loss (`loss`). It knows
-nothing about the trainer; the trainer knows objectives only through this interface.
+An objective is one file with one `@register`ed subclass of `Objective`. It is built for a tokenizer and a model
+config (`build_objective(name, tokenizer, model_cfg, **options)`), so it checks the architecture and fixes its
+framing (prefix LM or not, the decoder start token) once. It turns packed blocks of token ids into a batch
+(`collate`, CPU, all randomness from an explicit torch.Generator so a resumed run draws the same masks) and a
+batch plus a model into a loss (`loss`). It carries what the rest of the toolkit needs to know about it (title, Hub
+tag, whether perplexity means something, its options' schema, how it answers the cloze yardstick) and may own
+parameters (`module`). It knows nothing about the trainer.
 """
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+
 import torch
-import torch.nn.functional as F
 
-from pretrain.errors import UserError
+from models import family_names, get_family
+from models.errors import UserError
 
-ARCH_PRESETS = {"encoder": "preset bert", "decoder": "presets gpt2, llama",
-                "encoder-decoder": "presets t5, bart, transformer"}
-# what to use instead, per architecture, when an objective refuses one
-ALTERNATIVES = {"encoder": "use mlm for bert", "decoder": "use clm for gpt2/llama",
-                "encoder-decoder": "use span for t5, infill for bart, or clm as a prefix LM"}
+OBJECTIVES: dict[str, type] = {}
+ARCHS = ("encoder", "decoder", "encoder-decoder")
+
+
+def register(cls):
+    """Class decorator: make an Objective subclass buildable by its `name`."""
+    OBJECTIVES[cls.name] = cls
+    return cls
+
+
+def objective_class(name: str) -> type:
+    if name not in OBJECTIVES:
+        raise UserError(f"unknown objective '{name}'; choose one of {', '.join(sorted(OBJECTIVES))}")
+    return OBJECTIVES[name]
+
+
+def build_objective(name: str, tokenizer, model_cfg, **options):
+    """The objective `name` for `tokenizer` (a PreTrainedTokenizerFast) and `model_cfg`, configured by options."""
+    cls = objective_class(name)
+    return cls(tokenizer, model_cfg, cls.parse_options(options))
+
+
+@dataclasses.dataclass
+class NoOptions:
+    def check(self):
+        pass
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def _fits(value, hint) -> bool:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _type_name(hint) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
 
 
 class Objective:
-    """Base class: subclasses set `name`, `archs`, `special_tokens` and implement `collate` and `loss`.
+    """Base class: subclasses set the class attributes below and implement `collate` and `loss`.
 
-    `special_tokens` is a class attribute so the tokenizer builder can reserve the tokens before any objective
-    (which needs the finished tokenizer) exists: `OBJECTIVES[name].special_tokens`.
+    Class attributes are known before any tokenizer or model exists: the tokenizer builder reserves
+    `special_tokens`, the config check validates `Options` and `archs`, model cards read `title` and `hub_tag`.
     """
 
     name: str = ""
-    archs: tuple = ()
+    title: str = ""  # for model cards and reports, e.g. "masked language modeling (BERT)"
+    hub_tag: str = ""  # a Hub tag, e.g. "masked-lm"
+    archs: tuple = ()  # the model shapes it trains
     special_tokens: tuple = ("pad_token", "eos_token")
+    perplexity: bool = False  # the loss is the NLL of text predicted left to right, so exp(loss) means something
+    loss_meaning: str = ""  # what its validation loss measures, one sentence for the comparison report
+    cloze_overhead: int = 0  # tokens its cloze input adds around a window of text
+    cloze_note: str = ""  # how the cloze question relates to what it trains on, for the report
+    Options = NoOptions  # a dataclass of its options with a check() refusing bad values in one line
 
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
+    def __init__(self, tokenizer, model_cfg, options=None):
+        self.check_arch(model_cfg.arch)
+        self.tokenizer, self.model_cfg = tokenizer, model_cfg
+        self.options = options if options is not None else self.parse_options({})
         self.vocab_size = len(tokenizer)
         self.pad_id = tokenizer.pad_token_id
         self.eos_id = tokenizer.eos_token_id
         self.bos_id = tokenizer.bos_token_id
         self.mask_id = tokenizer.mask_token_id
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
-        self.arch = None  # set by check_arch: lets clm switch to prefix LM on encoder-decoder models
+        self.module: torch.nn.Module | None = None  # parameters of its own (see own_module)
         for role in self.special_tokens:
             if role != "sentinels" and getattr(tokenizer, role + "_id", None) is None:
                 raise UserError(f"objective '{self.name}' needs the tokenizer's {role}; add it with "
-                                f"pretrain.tokenizer.ensure_special_tokens(tokenizer, {self.special_tokens})")
+                                f"pretrain.data.tokenizer.ensure_special_tokens(tokenizer, {self.special_tokens})")
 
-    # ---- interface -----------------------------------------------------------------------------------------
-    def check_arch(self, arch: str):
+    # ---- what the configuration knows before anything is built --------------------------------------------
+    @classmethod
+    def check_arch(cls, arch: str):
         """Refuse an architecture this objective cannot train, in one line naming what it can train."""
-        if arch not in ARCH_PRESETS:
-            raise UserError(f"unknown architecture '{arch}'; choose one of {', '.join(ARCH_PRESETS)}")
-        if arch not in self.archs:
-            article = "an" if arch[0] in "aeiou" else "a"
-            needs = " or ".join(f"{'an' if a[0] in 'aeiou' else 'a'} {a} ({ARCH_PRESETS[a]})" for a in self.archs)
-            raise UserError(f"objective '{self.name}' cannot train {article} {arch} model: it needs {needs}; "
-                            f"{ALTERNATIVES[arch]}")
-        self.arch = arch
+        if arch not in ARCHS:
+            raise UserError(f"unknown architecture '{arch}'; choose one of {', '.join(ARCHS)}")
+        if arch in cls.archs:
+            return
+        needs = " or ".join(f"{_article(a)} {a} ({_presets(a)})" for a in cls.archs)
+        raise UserError(f"objective '{cls.name}' cannot train {_article(arch)} {arch} model: it needs {needs}; "
+                        f"{_alternatives(arch)}")
 
+    @classmethod
+    def parse_options(cls, values: dict):
+        """Options from a plain mapping: unknown names, wrong types and out-of-range values refused in one line."""
+        fields = {f.name: f for f in dataclasses.fields(cls.Options)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise UserError(f"objective '{cls.name}' has no option {', '.join(map(repr, unknown))}; "
+                            f"its options are {', '.join(fields) or 'none'}")
+        hints = typing.get_type_hints(cls.Options)
+        for key, value in values.items():
+            if not _fits(value, hints[key]):
+                raise UserError(f"objective '{cls.name}': option {key}={value!r} must be {_type_name(hints[key])}")
+        options = cls.Options(**{k: float(v) if hints[k] is float else v for k, v in values.items()})
+        options.check()
+        return options
+
+    # ---- the interface ----------------------------------------------------------------------------------------
     def block_length(self, seq_len: int) -> int:
         """Raw corpus tokens one example consumes for a model of sequence length `seq_len`."""
         return seq_len
@@ -61,14 +145,64 @@ class Objective:
         raise NotImplementedError
 
     def loss(self, model, batch: dict):
+        """(loss, metrics) with metrics "loss", "accuracy" and "n_predicted" as 0-dim tensors. `model` is what the
+        trainer hands over (calling it runs the forward; its attributes are the Transformer's)."""
         raise NotImplementedError
 
-    def n_tokens(self, batch: dict) -> int:
-        """Corpus tokens this batch consumed (for token budgets): batch size x block length, from shapes only
-        (no device sync, no private batch keys)."""
-        raise NotImplementedError
+    def own_module(self, model):
+        """The objective's own parameters as this call should use them: the trainer optimizes, checkpoints and
+        resumes `self.module` with the model, and hands the version it prepared (DDP-wrapped when data parallel)
+        over as `model.own`; called on a bare Transformer, this is `self.module`."""
+        own = getattr(model, "own", None)
+        return own if own is not None else self.module
+
+    # ---- the cloze yardstick: hide one whole word and score it ------------------------------------------------
+    @property
+    def cloze_method(self) -> str:
+        return {"encoder": "[MASK] at the position", "decoder": "next-token prediction",
+                "encoder-decoder": "prefix LM, first decoder token"}[self.model_cfg.arch]
+
+    def cloze_batch(self, windows: list[list[int]], positions: list[int], variant: str):
+        """(model inputs, index) such that model(**inputs)[i, index[i]] predicts windows[i][positions[i]].
+        variant "both": all the context the model can use; "left": the window cut right after the hidden token.
+        The default answers for each shape: an encoder reads the mask token at the position, a decoder predicts
+        the next token from the left context, an encoder-decoder reads the left context and predicts the first
+        decoder token."""
+        arch = self.model_cfg.arch
+        if arch == "decoder":
+            ids, _ = pad_rows([r[:p] for r, p in zip(windows, positions)], self.pad_id)  # right padding: unseen
+            return {"input_ids": ids}, torch.tensor(positions) - 1
+        if arch == "encoder":
+            rows = [r[:p] + [self.mask_id] + r[p + 1:] for r, p in zip(cut(windows, positions, variant), positions)]
+            ids, mask = pad_rows(rows, self.pad_id)
+            return {"input_ids": ids, "attention_mask": mask}, torch.tensor(positions)
+        return self.seq2seq_cloze([r[:p] for r, p in zip(windows, positions)], [[self.decoder_start_id]] * len(
+            positions), [0] * len(positions))
+
+    def seq2seq_cloze(self, encoder_rows, decoder_rows, index):
+        enc, mask = pad_rows(encoder_rows, self.pad_id)
+        dec, _ = pad_rows(decoder_rows, self.pad_id)  # right padding of a causal decoder: invisible to the index
+        return {"input_ids": enc, "attention_mask": mask, "decoder_input_ids": dec}, torch.tensor(index)
+
+    @torch.no_grad()
+    def cloze_logits(self, model, windows: list[list[int]], positions: list[int], variant: str) -> torch.Tensor:
+        """[n, vocab] logits of the hidden tokens (override to answer through parameters of one's own)."""
+        batch, index = self.cloze_batch(windows, positions, variant)
+        device = next(model.parameters()).device
+        hidden = model(**{k: v.to(device) if v is not None else None for k, v in batch.items()})
+        return model.logits(hidden[torch.arange(len(positions), device=device), index.to(device)])
 
     # ---- helpers for subclasses ----------------------------------------------------------------------------
+    @property
+    def decoder_start_id(self) -> int:
+        """The model config's decoder start token (what transformers' generate reads too); the objective's own
+        convention when the config names none."""
+        start = self.model_cfg.decoder_start_token_id
+        return start if start is not None else self.conventional_decoder_start()
+
+    def conventional_decoder_start(self) -> int:
+        return self.pad_id  # T5's convention
+
     def _non_special_ids(self) -> torch.Tensor:
         """Vocabulary ids that may be drawn as random replacements: everything except special tokens."""
         if not hasattr(self, "_random_pool"):
@@ -80,6 +214,31 @@ class Objective:
     def _random_tokens(self, shape, generator) -> torch.Tensor:
         pool = self._non_special_ids()
         return pool[torch.randint(len(pool), shape, generator=generator)]
+
+
+def _presets(arch: str) -> str:
+    names = family_names(arch)
+    return f"preset{'s' if len(names) != 1 else ''} {', '.join(names) or 'none registered'}"
+
+
+def _alternatives(arch: str) -> str:
+    """What trains this architecture instead: the families' default objectives, then any other that can."""
+    by_objective: dict[str, list[str]] = {}
+    for name in family_names(arch):
+        default = get_family(name).default_objective
+        if default:
+            by_objective.setdefault(default, []).append(name)
+    hints = [f"{objective} for {'/'.join(names)}" for objective, names in by_objective.items()]
+    others = sorted(n for n, cls in OBJECTIVES.items() if arch in cls.archs and n not in by_objective)
+    text = "use " + ", ".join(hints) if hints else ""
+    if others:
+        text += (", or " if text else "use ") + ", ".join(others)
+    return text or f"no registered objective trains {_article(arch)} {arch}"
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss), capped where it stops meaning anything (the one perplexity formula)."""
+    return math.exp(min(loss, 50.0))
 
 
 def as_blocks(blocks) -> torch.Tensor:
@@ -95,91 +254,39 @@ def as_blocks(blocks) -> torch.Tensor:
     return out.long()
 
 
-def unwrap(model):
-    """The Transformer under DDP (`.module`) wrappers: its `config`, `logits` and `lm_loss` are not forwarded."""
-    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-        model = model.module
-    return model
+def with_padding(batch: dict, key: str, mask: torch.Tensor) -> dict:
+    """batch plus `key` = mask (1 = token, 0 = padding) only when something is padded: an absent mask tells the
+    model there is none, so it takes the no-mask attention path without asking the device."""
+    if not bool(mask.all()):
+        batch[key] = mask.long()
+    return batch
+
+
+def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Right-padded LongTensor of the rows and its attention mask (None when every row has the same length)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, :len(r)] = 1
+    return ids, None if bool(mask.all()) else mask
+
+
+def cut(windows: list[list[int]], positions: list[int], variant: str) -> list[list[int]]:
+    """The cloze windows as a variant sees them: whole ("both") or cut right after the hidden token ("left")."""
+    return [r[: p + 1] if variant == "left" else r for r, p in zip(windows, positions)]
 
 
 def predict(model, hidden: torch.Tensor, labels: torch.Tensor):
-    """Cross-entropy of the LM head on `hidden` [..., d] against `labels` [...] (-100 ignored).
-
-    Returns (loss, metrics). Uses the model's fused `lm_loss` (no full logits) when it has one, else `logits`.
-    """
-    core = unwrap(model)
-    valid = labels != -100
-    n = valid.sum()
-    if hasattr(core, "lm_loss"):
-        loss, correct = core.lm_loss(hidden, labels)
-    else:
-        logits = core.logits(hidden).float()
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
-        loss = torch.nan_to_num(loss) if n == 0 else loss  # keep the graph when nothing is predicted
-        correct = ((logits.argmax(-1) == labels) & valid).sum()
+    """Cross-entropy of the LM head on `hidden` [..., d] against `labels` [...] (-100 ignored), through the model's
+    fused `lm_loss` (no full logits). Returns (loss, metrics)."""
+    n = (labels != -100).sum()
+    loss, correct = model.lm_loss(hidden, labels)
     metrics = {"loss": loss.detach().float(),
                "accuracy": (correct.float() / n.clamp(min=1)).detach(),
                "n_predicted": n.detach().float()}
     return loss, metrics
-
-
-def decoder_inputs(model, batch: dict) -> torch.Tensor:
-    """decoder_input_ids with the first column set to the model's decoder_start_token_id.
-
-    The collate only knows the tokenizer, so it starts decoder inputs with the tokenizer convention (T5: pad,
-    BART: eos); the model config is the authority (HF generation reads it), so when it names a start token, that
-    token is used. Every row starts with the start token, so the column is replaced whole.
-    """
-    ids = batch["decoder_input_ids"]
-    start = getattr(unwrap(model).config, "decoder_start_token_id", None)
-    if start is not None and bool((ids[:, 0] != start).any()):
-        ids = ids.clone()
-        ids[:, 0] = start
-    return ids
-
-
-def word_starts(ids: torch.Tensor, starts_word: torch.Tensor, special: torch.Tensor) -> torch.Tensor:
-    """Bool, same shape as ids [..., L]: does each position begin a word? From the vocabulary table, at and right
-    after every special token (a separator ends the word before it), and at the beginning of the block."""
-    starts = starts_word[ids] | special
-    starts[..., 1:] |= special[..., :-1]
-    starts[..., 0] = True
-    return starts
-
-
-def word_start_table(tokenizer) -> torch.Tensor:
-    """Bool table over the vocabulary: does token id v begin a new word?
-
-    Asked of the tokenizer's own decoder rather than of a `##` convention, so it holds for any fast tokenizer:
-    decoding [ref, v] puts whitespace between ref and v exactly when v starts a word (WordPiece "##ab" -> no
-    space; byte-level "Ġab" -> space; Metaspace "▁ab" -> space; a bare space token "Ġ"/"▁" starts the word that
-    follows it). `ref` is an ordinary token that decodes to letters without whitespace. The decoder's cosmetic
-    cleanup (WordPiece glues "." and "," to the previous word) is switched off on a copy, so punctuation split
-    by the pre-tokenizer stays its own word. Special tokens always start words (and so does the token after
-    one: callers OR the shifted special mask in). One batched decode of the vocabulary: milliseconds.
-    """
-    from tokenizers import Tokenizer  # a private copy, so switching off cleanup never touches the caller's
-
-    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-    decoder = backend.decoder
-    if decoder is not None and hasattr(decoder, "cleanup"):
-        decoder.cleanup = False
-        backend.decoder = decoder
-    size = len(tokenizer)
-    special = set(tokenizer.all_special_ids)
-    ref, ref_text = None, ""
-    for v in range(size):
-        text = backend.decode([v], skip_special_tokens=False)
-        if v not in special and text.isalpha():
-            ref, ref_text = v, text
-            break
-    if ref is None:  # no plain word piece at all: every token is its own word
-        return torch.ones(size, dtype=torch.bool)
-    pairs = backend.decode_batch([[ref, v] for v in range(size)], skip_special_tokens=False)
-    starts = torch.tensor([not p.startswith(ref_text) or p[len(ref_text):len(ref_text) + 1].isspace()
-                           for p in pairs], dtype=torch.bool)
-    starts[[s for s in special if s < size]] = True
-    return starts
 
 
 def check_fraction(objective: str, option: str, value: float, allow_zero: bool = True, allow_one: bool = False):

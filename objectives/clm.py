@@ -7,30 +7,44 @@ Encoder-decoder: a prefix LM (T5's "prefix_lm"). Each row draws a split point s 
 block[:s] goes to the encoder, right-padded to seq_len with an attention_mask; the continuation block[s:] is the
 target, and the decoder reads [decoder start] + continuation[:-1], right-padded (labels -100 on padding). The
 decoder's padding is at the end of a causal stack, so no real position can see it and no decoder_attention_mask
-is needed (which keeps the fast causal attention kernels). The mode follows the architecture given to
-`check_arch`, unless `prefix_lm` is set explicitly.
+is needed (which keeps the fast causal attention kernels). The mode follows the model's architecture.
 """
+from dataclasses import dataclass
+
 import torch
 
-from . import register
-from .base import Objective, as_blocks, decoder_inputs, predict, unwrap
+from models.errors import UserError
+
+from .base import Objective, as_blocks, predict, register, with_padding
+
+
+@dataclass
+class CausalLMOptions:
+    prefix_lm: bool | None = None  # None: prefix LM exactly when the model is an encoder-decoder
+
+    def check(self):
+        pass
 
 
 @register
 class CausalLM(Objective):
     name = "clm"
+    title = "causal language modeling (GPT)"
+    hub_tag = "causal-lm"
     archs = ("decoder", "encoder-decoder")
     special_tokens = ("pad_token", "eos_token")
+    perplexity = True
+    loss_meaning = "next-token cross-entropy on every token, each predicted from the tokens before it"
+    Options = CausalLMOptions
 
-    def __init__(self, tokenizer, prefix_lm: bool | None = None):
-        super().__init__(tokenizer)
-        self._prefix_lm = prefix_lm
-        # placeholder start token (T5's convention: pad); loss() uses the model config's when it has one
-        self.decoder_start_id = self.pad_id
-
-    @property
-    def prefix_lm(self) -> bool:
-        return self._prefix_lm if self._prefix_lm is not None else self.arch == "encoder-decoder"
+    def __init__(self, tokenizer, model_cfg, options=None):
+        super().__init__(tokenizer, model_cfg, options)
+        seq2seq = model_cfg.arch == "encoder-decoder"
+        if self.options.prefix_lm is not None and self.options.prefix_lm != seq2seq:
+            raise UserError(f"objective 'clm': prefix_lm={self.options.prefix_lm} does not fit {model_cfg.arch} "
+                            f"models (a prefix LM needs an encoder-decoder, and an encoder-decoder trains only as "
+                            f"one); remove the option")
+        self.prefix_lm = seq2seq
 
     def block_length(self, seq_len):
         return seq_len + 1
@@ -52,24 +66,13 @@ class CausalLM(Objective):
         labels = torch.where(in_target, block.gather(1, source), -100)
         previous = torch.where(in_target, block.gather(1, (source - 1).clamp(min=0)), self.pad_id)
         previous[:, 0] = self.decoder_start_id
-        return {"input_ids": encoder, "attention_mask": in_prefix.long(),
-                "decoder_input_ids": previous, "labels": labels}
+        return with_padding({"input_ids": encoder, "decoder_input_ids": previous, "labels": labels},
+                            "attention_mask", in_prefix)
 
     def loss(self, model, batch):
-        seq2seq = unwrap(model).config.arch == "encoder-decoder"
-        if seq2seq != ("decoder_input_ids" in batch):
-            raise ValueError(f"clm batch built {'with' if not seq2seq else 'without'} prefix LM for "
-                             f"{'an encoder-decoder' if seq2seq else 'a decoder'} model; call "
-                             "objective.check_arch(model.config.arch) before collate")
-        if seq2seq:
-            hidden = model(batch["input_ids"], attention_mask=batch["attention_mask"],
-                           decoder_input_ids=decoder_inputs(model, batch))
+        if self.prefix_lm:
+            hidden = model(batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                           decoder_input_ids=batch["decoder_input_ids"])
         else:
             hidden = model(batch["input_ids"])
-        loss, metrics = predict(model, hidden, batch["labels"])
-        metrics["perplexity"] = metrics["loss"].exp()
-        return loss, metrics
-
-    def n_tokens(self, batch):
-        batch_size, seq_len = batch["labels"].shape
-        return batch_size * (seq_len + 1)
+        return predict(model, hidden, batch["labels"])

@@ -10,8 +10,8 @@ After fairseq's DenoisingDataset.add_whole_word_mask with BART's settings (span-
 - with permute_sentences, the block's sentences (ending in a token whose text ends with . ! ? or in EOS) are
   shuffled before masking, as BART's sentence permutation;
 - labels are the original framed block; the decoder reads it shifted right behind the decoder start token
-  (BART: </s>, the tokenizer's EOS; loss() uses the model config's when set); inputs are right-padded to
-  seq_len with an attention_mask.
+  (the model config's; BART: </s>, the tokenizer's EOS); inputs are right-padded to seq_len with an
+  attention_mask.
 
 One deliberate difference from fairseq: spans are placed without overlapping (a uniformly random arrangement of
 the spans among the unmasked words), so mask_ratio is the fraction actually masked; fairseq draws span starts
@@ -19,13 +19,14 @@ independently and overlapping spans mask about 0.26 for 0.3. Insertions are capp
 outgrows seq_len (the cap only bites on tiny blocks).
 """
 import math
+from dataclasses import dataclass
 
 import torch
 
-from pretrain.errors import UserError
+from models.errors import UserError
 
-from . import register
-from .base import Objective, as_blocks, check_fraction, decoder_inputs, predict, word_start_table, word_starts
+from .base import Objective, as_blocks, check_fraction, cut, predict, register, with_padding
+from .words import word_start_table, word_starts
 
 
 def span_lengths(num_words: int, poisson_lambda: float, generator) -> torch.Tensor:
@@ -88,24 +89,47 @@ def infill_noise(content, starts, mask_ratio, poisson_lambda, random_ratio, mask
     return noised, masked, lengths
 
 
+@dataclass
+class TextInfillingOptions:
+    mask_ratio: float = 0.3  # share of words masked
+    poisson_lambda: float = 3.0  # mean span length, in words
+    random_ratio: float = 0.1  # share of spans replaced by a random token instead of <mask>
+    permute_sentences: bool = False  # shuffle the sentences of a block before masking
+    whole_word: bool = True  # spans of words (False: of tokens)
+
+    def check(self):
+        check_fraction("infill", "mask_ratio", self.mask_ratio)
+        check_fraction("infill", "random_ratio", self.random_ratio, allow_one=True)
+        if self.poisson_lambda <= 0:
+            raise UserError(f"objective 'infill': poisson_lambda={self.poisson_lambda} must be positive")
+
+
 @register
 class TextInfilling(Objective):
     name = "infill"
+    title = "text infilling (BART)"
+    hub_tag = "text-infilling"
     archs = ("encoder-decoder",)
     special_tokens = ("pad_token", "eos_token", "bos_token", "mask_token")
+    perplexity = True
+    loss_meaning = ("cross-entropy of reconstructing the whole text, most of which its input shows (so its loss "
+                    "is low and its accuracy high by construction)")
+    cloze_overhead = 2  # <s> ... </s>
+    cloze_method = "<mask> infilling, teacher-forced decoder"
+    cloze_note = ("its <mask> stands for a span of 0..n words, so one hidden token is a narrower question than it "
+                  "trains on (it is not told that exactly one is missing); its decoder reads the original left "
+                  "context, which its encoder sees too: no extra information, another route to the answer")
+    Options = TextInfillingOptions
 
-    def __init__(self, tokenizer, mask_ratio: float = 0.3, poisson_lambda: float = 3.0, random_ratio: float = 0.1,
-                 permute_sentences: bool = False, whole_word: bool = True):
-        super().__init__(tokenizer)
-        check_fraction(self.name, "mask_ratio", mask_ratio)
-        check_fraction(self.name, "random_ratio", random_ratio, allow_one=True)
-        if poisson_lambda <= 0:
-            raise UserError(f"objective 'infill': poisson_lambda={poisson_lambda} must be positive")
-        self.mask_ratio, self.poisson_lambda, self.random_ratio = mask_ratio, poisson_lambda, random_ratio
-        self.permute_sentences = permute_sentences
-        self.starts_word = word_start_table(tokenizer) if whole_word else torch.ones(self.vocab_size, dtype=torch.bool)
-        self.ends_sentence = sentence_end_table(tokenizer) if permute_sentences else None
-        self.decoder_start_id = self.eos_id  # BART's convention; loss() uses the model config's when set
+    def __init__(self, tokenizer, model_cfg, options=None):
+        super().__init__(tokenizer, model_cfg, options)
+        o = self.options
+        self.starts_word = word_start_table(tokenizer) if o.whole_word else torch.ones(self.vocab_size,
+                                                                                     dtype=torch.bool)
+        self.ends_sentence = sentence_end_table(tokenizer) if o.permute_sentences else None
+
+    def conventional_decoder_start(self) -> int:
+        return self.eos_id  # BART's convention
 
     def block_length(self, seq_len):
         if seq_len < 3:
@@ -113,6 +137,7 @@ class TextInfilling(Objective):
         return seq_len - 2
 
     def collate(self, blocks, generator):
+        o = self.options
         ids = as_blocks(blocks)
         batch, length = ids.shape
         inputs = torch.full((batch, length + 2), self.pad_id)
@@ -120,28 +145,33 @@ class TextInfilling(Objective):
         special = torch.isin(ids, self.special_ids)
         for row in range(batch):
             content, row_special = ids[row], special[row]
-            if self.permute_sentences:
+            if o.permute_sentences:
                 order = permutation_of_sentences(self.ends_sentence[content], generator)
                 content, row_special = content[order], row_special[order]
             noised, _, _ = infill_noise(content, word_starts(content, self.starts_word, row_special),
-                                        self.mask_ratio, self.poisson_lambda, self.random_ratio, self.mask_id,
+                                        o.mask_ratio, o.poisson_lambda, o.random_ratio, self.mask_id,
                                         lambda n: self._random_tokens((n,), generator), generator)
             inputs[row, 0], inputs[row, len(noised) + 1] = self.bos_id, self.eos_id
             inputs[row, 1:len(noised) + 1] = noised
             attention_mask[row, :len(noised) + 2] = 1
         labels = torch.cat([torch.full((batch, 1), self.bos_id), ids, torch.full((batch, 1), self.eos_id)], dim=1)
         start = torch.full((batch, 1), self.decoder_start_id)
-        return {"input_ids": inputs, "attention_mask": attention_mask,
-                "decoder_input_ids": torch.cat([start, labels[:, :-1]], dim=1), "labels": labels}
+        return with_padding({"input_ids": inputs, "decoder_input_ids": torch.cat([start, labels[:, :-1]], dim=1),
+                             "labels": labels}, "attention_mask", attention_mask)
 
     def loss(self, model, batch):
-        hidden = model(batch["input_ids"], attention_mask=batch["attention_mask"],
-                       decoder_input_ids=decoder_inputs(model, batch))
+        hidden = model(batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                       decoder_input_ids=batch["decoder_input_ids"])
         return predict(model, hidden, batch["labels"])
 
-    def n_tokens(self, batch):
-        batch_size, framed = batch["labels"].shape
-        return batch_size * (framed - 2)
+    def cloze_batch(self, windows, positions, variant):
+        """The word replaced by <mask> in the encoder input (<s> ... </s>); the decoder reads the original text
+        teacher-forced up to the hole and predicts the next token."""
+        bos = self.bos_id if self.bos_id is not None else self.tokenizer.cls_token_id
+        encoder = [[bos] + r[:p] + [self.mask_id] + r[p + 1:] + [self.eos_id]
+                   for r, p in zip(cut(windows, positions, variant), positions)]
+        decoder = [[self.decoder_start_id, bos] + r[:p] for r, p in zip(windows, positions)]
+        return self.seq2seq_cloze(encoder, decoder, [p + 1 for p in positions])
 
 
 def sentence_end_table(tokenizer) -> torch.Tensor:

@@ -9,40 +9,56 @@ batch has no attention_mask.
 The loss is computed on the selected positions only ("sparse prediction"): their hidden states are gathered
 before the LM head, so the [tokens, vocab] projection costs ~15% of the dense one.
 """
+from dataclasses import dataclass
+
 import torch
 
-from . import register
-from .base import Objective, as_blocks, check_fraction, predict, word_start_table, word_starts
+from .base import Objective, as_blocks, check_fraction, predict, register
+from .words import word_start_table, word_starts
+
+
+@dataclass
+class MaskedLMOptions:
+    mlm_probability: float = 0.15  # share of non-special tokens (or words) selected
+    mask_replace: float = 0.8  # of the selected: become the mask token
+    random_replace: float = 0.1  # of the selected: become a random non-special token (the rest stay)
+    whole_word: bool = False  # select whole words (every piece of a word or none)
+
+    def check(self):
+        check_fraction("mlm", "mlm_probability", self.mlm_probability, allow_zero=False)
+        check_fraction("mlm", "mask_replace", self.mask_replace, allow_one=True)
+        check_fraction("mlm", "random_replace", self.random_replace, allow_one=True)
+        check_fraction("mlm", "mask_replace + random_replace", self.mask_replace + self.random_replace,
+                       allow_one=True)
 
 
 @register
 class MaskedLM(Objective):
     name = "mlm"
+    title = "masked language modeling (BERT)"
+    hub_tag = "masked-lm"
     archs = ("encoder",)
     special_tokens = ("pad_token", "eos_token", "mask_token")
+    loss_meaning = "cross-entropy on the selected tokens (15% by default), each predicted from both sides"
+    cloze_note = "trains on exactly this question: a hidden token predicted from both sides"
+    Options = MaskedLMOptions
 
-    def __init__(self, tokenizer, mlm_probability: float = 0.15, mask_replace: float = 0.8,
-                 random_replace: float = 0.1, whole_word: bool = False):
-        super().__init__(tokenizer)
-        check_fraction(self.name, "mlm_probability", mlm_probability, allow_zero=False)
-        check_fraction(self.name, "mask_replace", mask_replace, allow_one=True)
-        check_fraction(self.name, "random_replace", random_replace, allow_one=True)
-        check_fraction(self.name, "mask_replace + random_replace", mask_replace + random_replace, allow_one=True)
-        self.mlm_probability, self.mask_replace, self.random_replace = mlm_probability, mask_replace, random_replace
-        self.whole_word = whole_word
-        self.starts_word = word_start_table(tokenizer) if whole_word else None
+    def __init__(self, tokenizer, model_cfg, options=None):
+        super().__init__(tokenizer, model_cfg, options)
+        self.starts_word = word_start_table(tokenizer) if self.options.whole_word else None
 
     def collate(self, blocks, generator):
+        o = self.options
         ids = as_blocks(blocks)
         special = torch.isin(ids, self.special_ids)
         draw = torch.rand(ids.shape, generator=generator)
-        if self.whole_word:  # every token of a word takes the draw of the word's first token
+        if o.whole_word:  # every token of a word takes the draw of the word's first token
             draw = draw.gather(1, word_start_index(ids, self.starts_word, special))
-        selected = (draw < self.mlm_probability) & ~special
+        selected = (draw < o.mlm_probability) & ~special
 
         how = torch.rand(ids.shape, generator=generator)
-        to_mask = selected & (how < self.mask_replace)
-        to_random = selected & (how >= self.mask_replace) & (how < self.mask_replace + self.random_replace)
+        to_mask = selected & (how < o.mask_replace)
+        to_random = selected & (how >= o.mask_replace) & (how < o.mask_replace + o.random_replace)
         inputs = ids.masked_fill(to_mask, self.mask_id)
         inputs = torch.where(to_random, self._random_tokens(ids.shape, generator), inputs)
         return {"input_ids": inputs, "labels": ids.masked_fill(~selected, -100)}
@@ -53,9 +69,6 @@ class MaskedLM(Objective):
         labels = batch["labels"]
         selected = labels != -100
         return predict(model, hidden[selected], labels[selected])
-
-    def n_tokens(self, batch):
-        return batch["input_ids"].numel()
 
 
 def word_start_index(ids: torch.Tensor, starts_word: torch.Tensor, special: torch.Tensor) -> torch.Tensor:

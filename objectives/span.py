@@ -14,18 +14,19 @@ run_t5_mlm_flax.py), with the NumPy shuffles replaced by draws from the torch ge
 - `block_length(seq_len)` is the largest L whose inputs fit seq_len (512 -> 568 raw, 114 targets). The inputs
   are then exactly seq_len long for any noise_density < 0.5 and seq_len >= 10; T5's own arithmetic leaves them
   one short for a few lengths at noise_density 0.5 (its targets-length adjustment) and below 10;
-- the decoder reads the targets shifted right behind the decoder start token (T5: pad).
+- the decoder reads the targets shifted right behind the decoder start token (the model config's; T5: pad).
 
 Spans are counted from min(noise, non-noise) as in Hugging Face's port; for noise_density <= 0.5 this is T5's
 count, above it keeps every non-noise run non-empty.
 """
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from pretrain.errors import UserError
+from models.errors import UserError
 
-from . import register
-from .base import Objective, as_blocks, check_fraction, decoder_inputs, predict
+from .base import Objective, as_blocks, check_fraction, cut, predict, register
 
 
 def span_counts(length: int, noise_density: float, mean_span_length: float) -> tuple:
@@ -87,39 +88,50 @@ def noise_span_to_unique_sentinel(ids, noise, sentinels, eos_id) -> torch.Tensor
     return torch.cat([kept, torch.full((ids.shape[0], 1), eos_id)], dim=1)
 
 
+@dataclass
+class SpanCorruptionOptions:
+    noise_density: float = 0.15  # share of tokens dropped
+    mean_span_length: float = 3.0  # mean length of a dropped span, in tokens
+
+    def check(self):
+        check_fraction("span", "noise_density", self.noise_density, allow_zero=False)
+        if self.mean_span_length < 1:
+            raise UserError(f"objective 'span': mean_span_length={self.mean_span_length} must be at least 1")
+
+
 @register
 class SpanCorruption(Objective):
     name = "span"
+    title = "span corruption (T5)"
+    hub_tag = "span-corruption"
     archs = ("encoder-decoder",)
     special_tokens = ("pad_token", "eos_token", "sentinels")
+    perplexity = True
+    loss_meaning = "cross-entropy on the dropped spans only, each behind its sentinel"
+    cloze_overhead = 1  # ... </s>
+    cloze_method = "<extra_id_0>, first target token"
+    cloze_note = ("its sentinel stands for a span of about mean_span_length tokens, so one hidden token is a "
+                  "narrower question than it trains on")
+    Options = SpanCorruptionOptions
 
-    def __init__(self, tokenizer, noise_density: float = 0.15, mean_span_length: float = 3.0):
-        super().__init__(tokenizer)
-        check_fraction(self.name, "noise_density", noise_density, allow_zero=False)
-        if mean_span_length < 1:
-            raise UserError(f"objective 'span': mean_span_length={mean_span_length} must be at least 1")
-        self.noise_density, self.mean_span_length = noise_density, mean_span_length
+    def __init__(self, tokenizer, model_cfg, options=None):
+        super().__init__(tokenizer, model_cfg, options)
         vocab = tokenizer.get_vocab()
         sentinels = []
         while f"<extra_id_{len(sentinels)}>" in vocab:
             sentinels.append(vocab[f"<extra_id_{len(sentinels)}>"])
         if not sentinels:
             raise UserError("objective 'span' needs sentinel tokens <extra_id_0> ... in the tokenizer; add them "
-                            "with pretrain.tokenizer.ensure_special_tokens(tokenizer, ('sentinels',))")
+                            "with pretrain.data.tokenizer.ensure_special_tokens(tokenizer, ('sentinels',))")
         self.sentinel_ids = torch.tensor(sentinels)
-        self.decoder_start_id = self.pad_id  # T5's convention; loss() uses the model config's when set
-        self._raw_lengths = {}
 
     def block_length(self, seq_len):
-        raw, _ = compute_input_and_target_lengths(seq_len, self.noise_density, self.mean_span_length)
+        raw, _ = compute_input_and_target_lengths(seq_len, self.options.noise_density, self.options.mean_span_length)
         self._check_sentinels(raw)
         return raw
 
-    def target_length(self, seq_len) -> int:
-        return compute_input_and_target_lengths(seq_len, self.noise_density, self.mean_span_length)[1]
-
     def _check_sentinels(self, raw_length):
-        _, spans = span_counts(raw_length, self.noise_density, self.mean_span_length)
+        _, spans = span_counts(raw_length, self.options.noise_density, self.options.mean_span_length)
         if spans > len(self.sentinel_ids):
             raise UserError(f"objective 'span': {raw_length} raw tokens make {spans} noise spans but the tokenizer "
                             f"has {len(self.sentinel_ids)} sentinels; use a shorter seq_len or more <extra_id_N>")
@@ -130,7 +142,8 @@ class SpanCorruption(Objective):
         if length < 2:
             raise ValueError("span corruption needs blocks of at least 2 tokens")
         self._check_sentinels(length)
-        noise = random_spans_noise_mask(batch, length, self.noise_density, self.mean_span_length, generator)
+        noise = random_spans_noise_mask(batch, length, self.options.noise_density, self.options.mean_span_length,
+                                        generator)
         inputs = noise_span_to_unique_sentinel(ids, noise, self.sentinel_ids, self.eos_id)
         labels = noise_span_to_unique_sentinel(ids, ~noise, self.sentinel_ids, self.eos_id)
         start = torch.full((batch, 1), self.decoder_start_id)
@@ -139,15 +152,13 @@ class SpanCorruption(Objective):
 
     def loss(self, model, batch):
         hidden = model(batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                       decoder_input_ids=decoder_inputs(model, batch))
+                       decoder_input_ids=batch["decoder_input_ids"])
         return predict(model, hidden, batch["labels"])
 
-    def n_tokens(self, batch):
-        """Raw length from the two shapes: inputs + targets = raw + 2 * spans + 2 grows strictly with raw."""
-        shape = (batch["input_ids"].shape[1], batch["labels"].shape[1])
-        if shape not in self._raw_lengths:
-            raw = shape[0] + shape[1] - 2
-            while corrupted_lengths(raw, self.noise_density, self.mean_span_length) != shape:
-                raw -= 1
-            self._raw_lengths[shape] = raw
-        return batch["input_ids"].shape[0] * self._raw_lengths[shape]
+    def cloze_batch(self, windows, positions, variant):
+        """The word replaced by <extra_id_0> in the encoder input (... </s>); the decoder reads [start,
+        <extra_id_0>] and predicts the first target token."""
+        sentinel = int(self.sentinel_ids[0])
+        encoder = [r[:p] + [sentinel] + r[p + 1:] + [self.eos_id] for r, p in zip(cut(windows, positions, variant),
+                                                                                 positions)]
+        return self.seq2seq_cloze(encoder, [[self.decoder_start_id, sentinel]] * len(positions), [1] * len(positions))

@@ -3,15 +3,19 @@
     pretrain train [--config X.yaml] [--section.key value ...] [--resume] [--overwrite]
     pretrain eval RUN_DIR [--batches N] [--checkpoint step_N]
     pretrain export RUN_DIR --out DIR [--push-to-hub ORG/NAME]   |   pretrain export --from-hub ID --out RUN
-    pretrain compare [--config compare.yaml] [--only a+b,c+d]
+    pretrain compare CONFIG.yaml [--only a+b,c+d]
     pretrain attention RUN_DIR --text "..." [--out maps.png]
 
 User mistakes print `error: <one line>` on stderr, exit status 2 for usage / configuration errors and 1 for errors
-at run time, without a traceback.
+at run time, without a traceback. Each subcommand imports its (heavy) modules only when it runs, so `pretrain`
+answers at once.
 """
 from __future__ import annotations
 
+import argparse
+import json
 import sys
+from pathlib import Path
 
 USAGE = """usage: pretrain <command> [options]
 
@@ -26,17 +30,14 @@ commands:
 
 
 def cmd_train(argv: list[str]) -> int:
-    from .run import main as run_main
+    from .train.main import train_main
 
-    run_main(None, argv, prog="pretrain train")
+    train_main(None, argv, prog="pretrain train")
     return 0
 
 
 def cmd_eval(argv: list[str]) -> int:
-    import argparse
-    import json
-
-    from .eval_run import evaluate_run
+    from .train.eval_run import evaluate_run
 
     parser = argparse.ArgumentParser(prog="pretrain eval", description="Validation metrics of a finished run.")
     parser.add_argument("run_dir", help="a run directory written by `pretrain train` or a recipe")
@@ -48,21 +49,36 @@ def cmd_eval(argv: list[str]) -> int:
 
 
 def cmd_export(argv: list[str]) -> int:
-    from .export import export_main
+    from .export.command import export_main
 
     return export_main(argv)
 
 
 def cmd_compare(argv: list[str]) -> int:
-    from .compare import compare_main
+    from .compare.runner import compare_main
 
     return compare_main(argv)
 
 
 def cmd_attention(argv: list[str]) -> int:
-    from .attention_cli import attention_main
+    from .inspect.attention import DEFAULT_TEXT, attention_picture
+    from .train.saved_run import load_run_model
 
-    return attention_main(argv)
+    parser = argparse.ArgumentParser(prog="pretrain attention",
+                                     description="One layer's attention weights (all heads) of a run on a sentence, "
+                                                 "as a PNG grid of heatmaps labelled with the tokens.")
+    parser.add_argument("run_dir", help="a run directory written by `pretrain train`, a recipe or `pretrain compare`")
+    parser.add_argument("--text", default=DEFAULT_TEXT, help="the sentence to look at (default: %(default)r)")
+    parser.add_argument("--layer", type=int, default=-1, help="layer index per stack; negative counts from the end "
+                                                              "(default: -1, the last)")
+    parser.add_argument("--out", default=None, help="PNG path (default: RUN/attention_layer<L>.png)")
+    parser.add_argument("--checkpoint", default=None, help="step_N or a checkpoint directory instead of final/")
+    args = parser.parse_args(argv)
+    model, model_cfg, tokenizer, record = load_run_model(args.run_dir, args.checkpoint)
+    out = args.out or str(Path(args.run_dir) / f"attention_layer{args.layer}.png")
+    title = f"{Path(args.run_dir).name}: {model_cfg.arch} ({record.objective_name or '?'}), layer {args.layer}"
+    print(attention_picture(model, tokenizer, args.text, out, args.layer, title))
+    return 0
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "compare": cmd_compare,
@@ -83,8 +99,7 @@ def main(argv=None) -> int:
 
 def run_guarded(fn, argv) -> int:
     """Run a command; UserError -> `error: msg` (exit 2 for ConfigError, 1 otherwise), no traceback."""
-    from .config import ConfigError
-    from .errors import UserError
+    from .errors import ConfigError, UserError  # models.errors: importing it loads the backbone
 
     try:
         return fn(argv) or 0
@@ -103,16 +118,13 @@ def _one_line(e: Exception) -> str:
     return " ".join(str(e).split("\n")).strip()
 
 
-
 def run_recipe(defaults: dict, argv=None):
     """What a recipe file calls: train with the recipe's defaults, errors printed like the CLI's."""
-    from pathlib import Path
-
-    from .run import main as run_main
+    from .train.main import train_main
 
     prog = f"python {Path(sys.argv[0]).name}" if sys.argv and sys.argv[0] else "recipe"
     argv = list(sys.argv[1:] if argv is None else argv)
-    sys.exit(run_guarded(lambda a: run_main(defaults, a, prog=prog) and 0, argv))
+    sys.exit(run_guarded(lambda a: train_main(defaults, a, prog=prog) and 0, argv))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,10 @@
-"""One exception type for user mistakes, so the CLI can print one clear line instead of a traceback."""
+"""User mistakes: models.errors.UserError (defined at the bottom, so every layer raises the same type) and its
+configuration subclass, for which the CLI exits with status 2."""
+from models.errors import UserError
 
 
-class UserError(ValueError):
-    """A problem the user can fix: the message names the problem and the fix, in one line."""
+class ConfigError(UserError):
+    """A usage mistake in the configuration or the command line: the CLI exits with status 2."""
+
+
+__all__ = ["UserError", "ConfigError"]

@@ -76,16 +76,27 @@ def random_blocks(tokenizer, batch: int, length: int, seed: int = 0, special_rat
     return torch.where(sprinkle, specials[torch.randint(len(specials), (batch, length), generator=g)], ids)
 
 
-def tiny_model(preset: str, tokenizer, **overrides) -> Transformer:
-    """A 1-layer d_model 32 model of the preset, sized to the tokenizer, no dropout."""
-    torch.manual_seed(0)
+# the model shape each objective trains in these tests
+ARCH_PRESET = {"encoder": "bert", "decoder": "gpt2", "encoder-decoder": "t5"}
+
+
+def model_config(preset: str, tokenizer, **overrides) -> ModelConfig:
+    """A 1-layer d_model 32 config of the preset (or of an architecture's preset), sized to the tokenizer, no
+    dropout, with the preset's decoder start role mapped onto the tokenizer (T5: pad, BART: eos)."""
+    preset = ARCH_PRESET.get(preset, preset)
     sizes = dict(d_model=32, n_layers=1, n_heads=4, d_ff=64, vocab_size=len(tokenizer), max_seq_len=128,
                  dropout=0.0, pad_token_id=tokenizer.pad_token_id)
     if preset == "t5":
         sizes.update(head_dim=8, decoder_start_token_id=tokenizer.pad_token_id)
     if preset == "bart":
         sizes.update(decoder_start_token_id=tokenizer.eos_token_id)
-    return Transformer(ModelConfig.preset(preset, **{**sizes, **overrides}))
+    return ModelConfig.preset(preset, **{**sizes, **overrides})
+
+
+def tiny_model(preset: str, tokenizer, **overrides) -> Transformer:
+    """A Transformer of model_config(preset, tokenizer), seeded."""
+    torch.manual_seed(0)
+    return Transformer(model_config(preset, tokenizer, **overrides))
 
 
 def train_steps(objective, model, batch, steps: int = 8, lr: float = 1e-2):

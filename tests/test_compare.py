@@ -49,7 +49,7 @@ def comparison(tmp_path_factory):
     import copy
     import io
 
-    from pretrain.compare import compare_main
+    from pretrain.compare.runner import compare_main
 
     tmp = tmp_path_factory.mktemp("compare")
     corpus = write_corpus(tmp / "data", n_paragraphs=250)
@@ -108,7 +108,7 @@ def test_report_files_table_plots_results(comparison):
 
 
 def test_second_invocation_skips_finished_runs(comparison, capsys):
-    from pretrain.compare import compare_main
+    from pretrain.compare.runner import compare_main
 
     out, defaults = comparison[:2]
     before = {p: p.stat().st_mtime for p in (out / "runs").glob("*/final/model.safetensors")}
@@ -141,9 +141,10 @@ def test_attention_cli_bad_layer(comparison, capsys):
 
 
 def test_mismatched_sizes_refused(tmp_path):
-    from pretrain.compare import CompareConfig, check_matched
-    from pretrain.errors import UserError
     from models import ModelConfig
+    from pretrain.compare.config import CompareConfig
+    from pretrain.compare.runner import check_matched
+    from pretrain.errors import UserError
 
     small = ModelConfig.preset("gpt2", vocab_size=500, d_model=32, n_layers=1, n_heads=2, d_ff=64, max_seq_len=32)
     big = ModelConfig.preset("bert", vocab_size=500, d_model=32, n_layers=4, n_heads=2, d_ff=64, max_seq_len=32)
@@ -154,8 +155,8 @@ def test_mismatched_sizes_refused(tmp_path):
 def test_cloze_positions_are_whole_words(comparison):
     import torch
 
-    from pretrain.tokenizer import load_tokenizer
-    from pretrain.yardstick import cloze_positions, eligible_table
+    from pretrain.data.tokenizer import load_tokenizer
+    from pretrain.compare.yardstick import cloze_positions, eligible_table
 
     out = comparison[0]
     tok = load_tokenizer(str(out / "tokenizer"))
@@ -170,14 +171,14 @@ def test_cloze_positions_are_whole_words(comparison):
 
 def test_yardstick_text_from_a_streamed_corpus(tmp_path):
     """data.streaming trains; the yardstick must read its held-out windows from a streamed validation split too."""
-    from pretrain.corpus import DataConfig
+    from pretrain.compare.yardstick import held_out_windows
+    from pretrain.data.corpus import DataConfig, load_corpus
+    from pretrain.data.tokenizer import TokenizerConfig, tokenizer_for
     from pretrain.errors import UserError
-    from pretrain.tokenizer import TokenizerConfig, build_tokenizer
-    from pretrain.yardstick import held_out_windows
 
     corpus = write_corpus(tmp_path / "data", n_paragraphs=200)
     data = DataConfig(files=[str(corpus)], validation_fraction=0.1)
-    tokenizer = build_tokenizer(TokenizerConfig(kind="bpe", vocab_size=300), data)
+    tokenizer = tokenizer_for(TokenizerConfig(kind="bpe", vocab_size=300), load_corpus(data)[0])
     streamed = held_out_windows(DataConfig(files=[str(corpus)], validation_fraction=0.1, streaming=True), tokenizer,
                                 window=16, n=8)
     assert streamed.shape == (8, 16)

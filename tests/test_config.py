@@ -1,7 +1,7 @@
 """The config tree: YAML + dotted overrides, precedence, refusals in one line, the resolved model config."""
 import pytest
 
-from pretrain.config import (ConfigError, TrainConfig, config_hash, parse_config, resolve_model_config,
+from pretrain.train.config import (ConfigError, TrainConfig, config_hash, parse_config, resolve_model_config,
                              to_yaml)
 
 RECIPE = {"model": {"preset": "gpt2", "d_model": 64, "n_layers": 1, "n_heads": 2, "d_ff": 128, "max_seq_len": 64},

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from pretrain.builtin_corpus import _builtin_corpus, _docstrings
-from pretrain.corpus import DataConfig, load_corpus
+from pretrain.data.builtin import _builtin_corpus, _docstrings
+from pretrain.data.corpus import DataConfig, load_corpus
 from pretrain.errors import UserError
 
 DOCS = [f"document {i} says hello to number {i * 7}." for i in range(40)]

@@ -47,7 +47,7 @@ def real_run(root: Path, family: str, steps: int = 3) -> Path:
     import contextlib
     import io
 
-    from pretrain.run import main as train_main
+    from pretrain.train.main import train_main
 
     text = root / "corpus.txt"
     if not text.exists():
@@ -78,7 +78,7 @@ def runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(runs, tmp_path_factory):
-    from pretrain.export import export_run
+    from pretrain.export.to_hf import export_run
 
     root = tmp_path_factory.mktemp("exported")
     return {family: export_run(run, root / family, license="apache-2.0", log=lambda m: None)
@@ -101,7 +101,7 @@ def inputs(tokenizer, cfg, texts=("the quick brown fox", "a lazy dog learns ever
 def test_export_loads_with_auto_class_and_matches_logits(family, exported, runs):
     import transformers
 
-    from pretrain.run_dir import load_run_model
+    from pretrain.train.saved_run import load_run_model
 
     out = exported[family]
     files = {p.name for p in out.iterdir()}
@@ -169,9 +169,9 @@ def test_pipeline_runs_on_exported_folder(family, exported, runs):
 def test_tokenizer_round_trips(family, exported, runs):
     from transformers import AutoTokenizer
 
-    from pretrain.run_dir import load_tokenizer
+    from pretrain.data.tokenizer import load_tokenizer
 
-    ours = load_tokenizer(runs[family] / "tokenizer")
+    ours = load_tokenizer(str(runs[family] / "tokenizer"))
     theirs = AutoTokenizer.from_pretrained(exported[family])
     for text in (SAMPLE, "a model learns from text every day"):
         assert theirs(text)["input_ids"] == ours(text)["input_ids"]
@@ -204,17 +204,20 @@ def test_model_card_metadata(family, exported):
 def test_model_card_datasets_and_no_license(tmp_path):
     from huggingface_hub import ModelCard
 
-    from pretrain.model_card import hub_datasets, write_model_card
+    from pretrain.export.model_card import write_model_card
+    from pretrain.train.config import parse_config
+    from pretrain.train.saved_run import RunRecord
 
-    assert hub_datasets({"hub_dataset": "wikitext", "files": ["a.txt"]}) == ["wikitext"]
-    assert hub_datasets({"path": "HuggingFaceFW/fineweb-edu"}) == ["HuggingFaceFW/fineweb-edu"]
-    assert hub_datasets({"path": "data/*.txt", "source": "builtin"}) == []
     cfg = ModelConfig.preset("gpt2", d_model=32, n_layers=1, n_heads=2, d_ff=64, vocab_size=50, max_seq_len=32)
-    info = {"objective": {"name": "clm", "options": {}}, "data": {"hub_dataset": "wikitext"}, "metrics": [],
-            "tokens": 1000, "seq_len": 16, "val": {}}
-    write_model_card(tmp_path, info, cfg, "gpt2", "GPT2LMHeadModel")
-    meta = ModelCard.load(tmp_path / "README.md").data.to_dict()
-    assert meta["datasets"] == ["wikitext"] and "license" not in meta
+    train_cfg = parse_config(["--model.preset", "gpt2", "--objective.name", "clm", "--data.hub_dataset", "wikitext",
+                              "--data.files", "a.txt", "--run.seq_len", "16"])
+    record = RunRecord(run_dir=tmp_path, weights=tmp_path, checkpoint="final", config=train_cfg, tokens=1000)
+    write_model_card(tmp_path, record, cfg, "gpt2", "GPT2LMHeadModel")
+    card = ModelCard.load(tmp_path / "README.md")
+    meta = card.data.to_dict()
+    assert meta["datasets"] == ["wikitext"] and "license" not in meta  # a Hub dataset; local files are not
+    assert "causal-lm" in meta["tags"] and "causal language modeling (GPT)" in card.text  # from the objective
+    assert "Hub dataset `wikitext`" in card.text and "local files `a.txt`" in card.text
     assert not (tmp_path / "loss_curve.png").exists()
 
 
@@ -222,14 +225,14 @@ def test_model_card_datasets_and_no_license(tmp_path):
 def test_export_checkpoint_step(runs, tmp_path):
     import transformers
 
-    from pretrain.export import export_main
-    from pretrain.run_dir import load_run_model
+    from pretrain.export.command import export_main
+    from pretrain.train.saved_run import load_run_model
 
     run = runs["gpt2"]
     assert export_main([str(run), "--out", str(tmp_path / "ckpt"), "--checkpoint", "step_2"]) == 0
-    model, cfg, tokenizer, info = load_run_model(run, "step_2")
-    assert info["step"] == 2 and info["checkpoint"] == "step_2"
-    assert all(r["step"] <= 2 for r in info["metrics"])
+    model, cfg, tokenizer, record = load_run_model(run, "step_2")
+    assert record.step == 2 and record.checkpoint == "step_2"
+    assert all(r["step"] <= 2 for r in record.metrics)
     final_model, *_ = load_run_model(run)
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt")
     batch = inputs(tokenizer, cfg)
@@ -247,7 +250,7 @@ def test_export_checkpoint_step(runs, tmp_path):
 
 
 def test_incomplete_checkpoint_refused(runs, tmp_path):
-    from pretrain.export import export_run
+    from pretrain.export.to_hf import export_run
 
     half = runs["bert"] / "checkpoints" / "step_9"
     half.mkdir()
@@ -264,7 +267,7 @@ def test_incomplete_checkpoint_refused(runs, tmp_path):
 def test_unfinished_run_points_to_checkpoints(runs, tmp_path):
     import shutil
 
-    from pretrain.export import export_run
+    from pretrain.export.to_hf import export_run
 
     run = tmp_path / "unfinished"
     shutil.copytree(runs["gpt2"], run)
@@ -273,14 +276,13 @@ def test_unfinished_run_points_to_checkpoints(runs, tmp_path):
         export_run(run, tmp_path / "out", log=lambda m: None)
     export_run(run, tmp_path / "out", "2", log=lambda m: None)  # a bare step number works too
     assert (tmp_path / "out" / "model.safetensors").is_file()
-    from pretrain.run_dir import load_run_model
+    from pretrain.train.saved_run import load_run_model
 
     _, cfg, _, _ = load_run_model(run, "step_2")
     assert cfg.to_dict() == json.loads((runs["gpt2"] / "final" / "model_config.json").read_text())
 
 
 def test_cli_dispatch(runs, tmp_path, capsys):
-    pytest.importorskip("pretrain.config")  # the CLI's error handling needs the whole engine
     from pretrain.cli import main
 
     assert main(["export", str(runs["bert"]), "--out", str(tmp_path / "o")]) == 0
@@ -293,7 +295,7 @@ def test_cli_dispatch(runs, tmp_path, capsys):
 def test_unsupported_family_refused_before_writing(tmp_path, runs):
     import shutil
 
-    from pretrain.export import export_main
+    from pretrain.export.command import export_main
 
     run = tmp_path / "rotary_bert"
     shutil.copytree(runs["bert"], run)
@@ -311,7 +313,7 @@ def test_unsupported_family_refused_before_writing(tmp_path, runs):
 
 
 def test_out_dir_refusals(runs, tmp_path):
-    from pretrain.export import export_main
+    from pretrain.export.command import export_main
 
     full = tmp_path / "full"
     full.mkdir()
@@ -345,8 +347,8 @@ def test_out_dir_refusals(runs, tmp_path):
 
 
 def test_failure_mid_write_leaves_nothing(runs, tmp_path, monkeypatch):
-    import pretrain.model_card as model_card
-    from pretrain.export import export_run
+    import pretrain.export.model_card as model_card
+    from pretrain.export.to_hf import export_run
 
     out = tmp_path / "out"
     out.mkdir()
@@ -363,7 +365,7 @@ def test_failure_mid_write_leaves_nothing(runs, tmp_path, monkeypatch):
 
 
 def test_usage_errors_are_one_line(runs, tmp_path):
-    from pretrain.export import export_main
+    from pretrain.export.command import export_main
 
     for argv, pattern in (([], "--out"), ([str(runs["bert"])], "--out"),
                           (["--out", str(tmp_path / "o")], "run directory"),
@@ -383,8 +385,10 @@ def test_usage_errors_are_one_line(runs, tmp_path):
 def test_from_hub_local_folder_makes_a_run(family, exported, runs, tmp_path):
     import yaml
 
-    from pretrain.export import export_main, export_run
-    from pretrain.run_dir import init_from_pretrained, load_run_model
+    from pretrain.export.command import export_main
+    from pretrain.export.to_hf import export_run
+    from pretrain.train.build import init_from_pretrained
+    from pretrain.train.saved_run import load_run_model
 
     run = tmp_path / "continued"
     assert export_main(["--from-hub", str(exported[family]), "--out", str(run)]) == 0
@@ -395,7 +399,7 @@ def test_from_hub_local_folder_makes_a_run(family, exported, runs, tmp_path):
     assert config["objective"]["name"] == SETUP[family][1]
     assert config["run"]["output_dir"] == str(run)
 
-    model, cfg, tokenizer, info = load_run_model(run)  # the imported run reads like any other
+    model, cfg, tokenizer, _ = load_run_model(run)  # the imported run reads like any other
     original, original_cfg, original_tok, _ = load_run_model(runs[family])
     assert cfg.to_dict() == {**original_cfg.to_dict(), "dropout": cfg.dropout,
                              "attention_dropout": cfg.attention_dropout}
@@ -431,7 +435,7 @@ def test_pickled_or_corrupted_weights_refused(runs, exported, tmp_path):
     import pickle
     import shutil
 
-    from pretrain.export import export_main
+    from pretrain.export.command import export_main
 
     marker = tmp_path / "pwned"
 
@@ -457,7 +461,7 @@ def test_pickled_or_corrupted_weights_refused(runs, exported, tmp_path):
 
 
 def test_from_hub_errors(tmp_path, monkeypatch):
-    from pretrain.export import export_main
+    from pretrain.export.command import export_main
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UserError, match="cannot load 'someone/missing-model'") as err:

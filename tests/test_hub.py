@@ -69,7 +69,7 @@ def _grep_token(*folders) -> list[str]:
 
 
 def test_push_creates_repo_and_uploads(run, tmp_path, fake_hub, monkeypatch, capsys, caplog):
-    from pretrain.export import export_main
+    from pretrain.export.command import export_main
 
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
     out = tmp_path / "out"
@@ -95,7 +95,7 @@ def test_push_creates_repo_and_uploads(run, tmp_path, fake_hub, monkeypatch, cap
 
 
 def test_push_public_main_no_branch(run, tmp_path, fake_hub, monkeypatch):
-    from pretrain.export import export_run
+    from pretrain.export.to_hf import export_run
 
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
     export_run(run, tmp_path / "out", push_to_hub="someone/model", log=lambda m: None)
@@ -103,23 +103,26 @@ def test_push_public_main_no_branch(run, tmp_path, fake_hub, monkeypatch):
     assert fake_hub[0][1]["private"] is False and fake_hub[1][1]["revision"] is None
 
 
-def test_push_without_credentials_one_line_and_folder_intact(run, tmp_path, fake_hub, monkeypatch):
-    from pretrain.export import export_main
+def test_push_without_credentials_refused_before_anything_is_written(run, tmp_path, fake_hub, monkeypatch):
+    from pretrain.export.command import export_main
 
     _no_stored_token(monkeypatch, tmp_path)
     out = tmp_path / "out"
     with pytest.raises(UserError) as err:
         export_main([str(run), "--out", str(out), "--push-to-hub", "my-org/tiny-gpt2"])
     message = str(err.value)
-    assert "\n" not in message and "HF_TOKEN" in message and "hf auth login" in message and str(out) in message
+    assert "\n" not in message and "HF_TOKEN" in message and "hf auth login" in message
+    assert "without --push-to-hub" in message and "nothing was written" in message
     assert fake_hub == []  # nothing was attempted
+    assert not out.exists()
+    assert export_main([str(run), "--out", str(out)]) == 0  # the corrected command: export, push later
     assert {p.name for p in out.iterdir()} == EXPECTED
 
 
 def test_push_network_failure_scrubs_token(run, tmp_path, monkeypatch):
     import huggingface_hub
 
-    from pretrain.export import export_run
+    from pretrain.export.to_hf import export_run
 
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
 
@@ -140,7 +143,7 @@ def test_push_offline_real_client(run, tmp_path, monkeypatch):
     """The real huggingface_hub client in offline mode (no HfApi patching): one line, folder complete."""
     import huggingface_hub.constants as constants
 
-    from pretrain.export import export_run
+    from pretrain.export.to_hf import export_run
 
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
@@ -171,8 +174,8 @@ def test_cli_subprocess_token_never_printed(run, tmp_path):
 
 
 def test_repo_id_checked_before_export(run, tmp_path):
-    from pretrain.export import export_run
-    from pretrain.hub import check_repo_id, scrub
+    from pretrain.export.to_hf import export_run
+    from pretrain.export.hub import check_repo_id, scrub
 
     for bad in ("noslash", "a/b/c", "/name", "org/", "org/na me", "org/../x"):
         with pytest.raises(UserError, match="ORG/NAME"):

@@ -3,10 +3,11 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from objectives_fixtures import bpe, random_blocks, text_blocks, tiny_model, train_steps, unigram, wordpiece
+from objectives_fixtures import (bpe, model_config, random_blocks, text_blocks, tiny_model, train_steps, unigram,
+                                 wordpiece)
 
 from objectives import build_objective
-from objectives.base import word_start_table, word_starts
+from objectives.words import word_start_table, word_starts
 
 
 def stats(obj, blocks, seed=0):
@@ -18,7 +19,7 @@ def stats(obj, blocks, seed=0):
 
 def test_selection_rate_and_replacement_split():
     tok = wordpiece()
-    obj = build_objective("mlm", tok)
+    obj = build_objective("mlm", tok, model_config("bert", tok))
     blocks = random_blocks(tok, 64, 1024, special_rate=0.0)
     _, selected, inputs = stats(obj, blocks)
     assert abs(selected.float().mean().item() - 0.15) < 0.01
@@ -33,7 +34,8 @@ def test_selection_rate_and_replacement_split():
 
 def test_configurable_rates():
     tok = wordpiece()
-    obj = build_objective("mlm", tok, mlm_probability=0.3, mask_replace=0.5, random_replace=0.25)
+    obj = build_objective("mlm", tok, model_config("bert", tok), mlm_probability=0.3, mask_replace=0.5,
+                          random_replace=0.25)
     blocks = random_blocks(tok, 32, 1024, special_rate=0.0)
     _, selected, inputs = stats(obj, blocks)
     assert abs(selected.float().mean().item() - 0.3) < 0.01
@@ -45,7 +47,8 @@ def test_special_tokens_never_selected_nor_inserted():
     special = torch.tensor(tok.all_special_ids)
     blocks = random_blocks(tok, 16, 512, special_rate=0.3)
     # every selected token replaced by a random one: none may be special
-    obj = build_objective("mlm", tok, mlm_probability=0.5, mask_replace=0.0, random_replace=1.0)
+    obj = build_objective("mlm", tok, model_config("bert", tok), mlm_probability=0.5, mask_replace=0.0,
+                          random_replace=1.0)
     batch, selected, inputs = stats(obj, blocks)
     is_special = torch.isin(blocks, special)
     assert not (selected & is_special).any()
@@ -59,7 +62,7 @@ def test_special_tokens_never_selected_nor_inserted():
        special_rate=st.floats(0, 0.5))
 def test_masking_invariants(seed, length, batch, p, mask_replace, whole_word, special_rate):
     tok = wordpiece()
-    obj = build_objective("mlm", tok, mlm_probability=p, mask_replace=mask_replace,
+    obj = build_objective("mlm", tok, model_config("bert", tok), mlm_probability=p, mask_replace=mask_replace,
                           random_replace=(1 - mask_replace) / 2, whole_word=whole_word)
     blocks = random_blocks(tok, batch, length, seed=seed, special_rate=special_rate)
     out = obj.collate(blocks.tolist(), torch.Generator().manual_seed(seed))
@@ -82,7 +85,7 @@ def words_of(tok, ids):
 
 def test_whole_word_masking_never_splits_a_word():
     for tok in (wordpiece(), bpe()):
-        obj = build_objective("mlm", tok, whole_word=True)
+        obj = build_objective("mlm", tok, model_config("bert", tok), whole_word=True)
         blocks = text_blocks(tok, 8, 128)
         batch = obj.collate(blocks, torch.Generator().manual_seed(1))
         selected = batch["labels"] != -100
@@ -118,7 +121,7 @@ def test_word_starts_from_the_tokenizer_not_hashes():
 
 def test_sparse_loss_matches_dense_cross_entropy_on_selected():
     tok = wordpiece()
-    obj = build_objective("mlm", tok)
+    obj = build_objective("mlm", tok, model_config("bert", tok))
     model = tiny_model("bert", tok).eval()
     batch = obj.collate(text_blocks(tok, 4, 64), torch.Generator().manual_seed(0))
     loss, metrics = obj.loss(model, batch)
@@ -135,8 +138,7 @@ def test_sparse_loss_matches_dense_cross_entropy_on_selected():
 
 def test_mlm_trains_a_tiny_bert():
     tok = wordpiece()
-    obj = build_objective("mlm", tok, mlm_probability=0.3)
-    obj.check_arch("encoder")
+    obj = build_objective("mlm", tok, model_config("bert", tok), mlm_probability=0.3)
     model = tiny_model("bert", tok)
     batch = obj.collate(text_blocks(tok, 8, 64), torch.Generator().manual_seed(0))
     losses = train_steps(obj, model, batch)

@@ -1,16 +1,16 @@
 """Packing: exact block lengths, documents joined by eos, tail handling, the cache (reuse, invalidation, atomic
-writes, main-process-only building), validation blocks disjoint from training blocks, streaming."""
+writes, a second builder reading the first one's), validation blocks disjoint from training blocks, streaming."""
 import time
 
 import datasets
 import numpy as np
 import pytest
 
-from pretrain import packing
-from pretrain.corpus import DataConfig
+from pretrain.data import packing
+from pretrain.data.corpus import DataConfig, load_corpus
+from pretrain.data.packing import pack, pack_splits, pack_stream
+from pretrain.data.tokenizer import train_tokenizer
 from pretrain.errors import UserError
-from pretrain.packing import build_blocks, pack, pack_stream
-from pretrain.tokenizer import train_tokenizer
 
 DOCS = [f"doc{i:03d} " + " ".join(["alpha beta gamma", "delta epsilon", "zeta eta theta"][i % 3] for _ in
                                   range(1 + i % 4)) for i in range(60)]
@@ -28,6 +28,11 @@ def char():
 
 def as_dataset(docs):
     return datasets.Dataset.from_dict({"text": docs})
+
+
+def build_blocks(cfg, tokenizer, block_length, cache):
+    """(train, val) blocks of a DataConfig, as the composition root builds them."""
+    return pack_splits(*load_corpus(cfg), cfg, tokenizer, block_length, cache)
 
 
 def ids_of(blocks):
@@ -99,18 +104,17 @@ def test_validation_blocks_never_hold_training_documents(tmp_path, char):
     assert len(val_docs) >= 10 and not val_docs & train_docs
 
 
-def test_main_process_builds_others_wait(tmp_path, wp, monkeypatch):
-    calls = []
-    main = pack(as_dataset(DOCS), wp, 16, tmp_path, wait_for_main=lambda: calls.append(len(list(tmp_path.iterdir()))))
-    assert calls == [1] and len(main) > 0  # the main reaches the barrier after the cache exists
+def test_a_second_builder_reads_the_first_ones_cache(tmp_path, wp, monkeypatch):
+    main = pack(as_dataset(DOCS), wp, 16, tmp_path)
+    assert len(list(tmp_path.iterdir())) == 1 and len(main) > 0
     monkeypatch.setattr(packing, "token_stream", lambda *a, **k: pytest.fail("the worker should read the cache"))
-    worker = pack(as_dataset(DOCS), wp, 16, tmp_path, is_main_process=False, wait_for_main=lambda: calls.append(0))
-    assert calls == [1, 0] and ids_of(worker).tolist() == ids_of(main).tolist()
+    worker = pack(as_dataset(DOCS), wp, 16, tmp_path)
+    assert ids_of(worker).tolist() == ids_of(main).tolist()
 
 
-def test_worker_builds_when_no_cache_is_visible(tmp_path, wp):
-    worker = pack(as_dataset(DOCS), wp, 16, tmp_path / "node1", is_main_process=False, wait_for_main=lambda: None)
-    assert len(worker) > 0
+def test_a_builder_without_a_visible_cache_builds_its_own(tmp_path, wp):
+    worker = pack(as_dataset(DOCS), wp, 16, tmp_path / "node1")  # node-local disks of another node
+    assert len(worker) > 0 and [p.name[:7] for p in (tmp_path / "node1").iterdir()] == ["blocks-"]
 
 
 def test_too_few_tokens_and_empty_validation(tmp_path, wp):

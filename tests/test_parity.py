@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from models import ModelConfig, Transformer
-from models.hf import (FAMILIES, export_state_dict, from_hf_config, from_transformers, import_state_dict,
-                       match_family, to_hf_config, to_transformers)
+from models.convert import (export_state_dict, from_hf_config, from_transformers, hf_classes, import_state_dict,
+                            match_family, to_hf_config, to_transformers)
+
+FAMILIES = hf_classes()  # family -> transformers class, from the family files
 
 V, T, B = 97, 12, 3
 LENGTHS = [T, 9, 5]  # right padding

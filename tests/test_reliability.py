@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pretrain.checkpoint import CheckpointManager
+from pretrain.train.checkpoint import CheckpointManager
 from pretrain.cli import main as cli_main
 from train_fixtures import tiny_flags, write_corpus
 
@@ -76,7 +76,7 @@ def test_a_half_written_checkpoint_is_never_picked(tmp_path):
     (run / "checkpoints" / ".tmp-step_4").mkdir()
     (run / "checkpoints" / ".tmp-step_4" / "trainer_state.json").write_text("{}")
     (run / "checkpoints" / "step_6").mkdir()  # a directory without its state file is not complete
-    assert CheckpointManager(run).latest() == run / "checkpoints" / "step_2"
+    assert CheckpointManager(run / "checkpoints").latest() == run / "checkpoints" / "step_2"
 
 
 # ---- the disk fills up / fails while saving ------------------------------------------------------------------------

@@ -5,9 +5,9 @@ import warnings
 import pytest
 from transformers import AutoTokenizer
 
+from pretrain.data.tokenizer import (SENTINELS, TokenizerConfig, _sample_texts, ensure_special_tokens, load_tokenizer,
+                                     tokenizer_fingerprint, tokenizer_for, train_tokenizer)
 from pretrain.errors import UserError
-from pretrain.tokenizer import (SENTINELS, TokenizerConfig, _sample_texts, build_tokenizer, ensure_special_tokens,
-                                load_tokenizer, tokenizer_fingerprint, train_tokenizer)
 
 WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly judge boxing matches".split()
 TEXTS = [" ".join(WORDS[(i * k) % len(WORDS)] for k in range(1, 12)) + f" number {i}." for i in range(120)]
@@ -18,8 +18,8 @@ ALL_ROLES = ("pad_token", "eos_token", "bos_token", "mask_token", "sentinels")
     ("wordpiece", 200, ("[CLS]", "[SEP]")), ("bpe", 300, ("<s>", "</s>")),
     ("unigram", 150, (None, "</s>")), ("char", 60, ("<s>", "</s>"))])
 def test_train_save_reload(tmp_path, kind, vocab, template):
-    tok = build_tokenizer(TokenizerConfig(kind=kind, vocab_size=vocab), TEXTS, ("pad_token", "eos_token"),
-                          out_dir=tmp_path)
+    tok = tokenizer_for(TokenizerConfig(kind=kind, vocab_size=vocab), TEXTS, ("pad_token", "eos_token"))
+    tok.save_pretrained(tmp_path)
     assert tok.pad_token is not None and tok.eos_token is not None and tok.pad_token_id != tok.eos_token_id
     ids = tok("the lazy dog").input_ids
     first, last = template
@@ -84,9 +84,9 @@ def test_loaded_bert_style_tokenizer_gets_eos_from_sep(tmp_path):
     assert tok.eos_token == "[SEP]" and tok.pad_token == "[PAD]" and len(tok) == len(wp)
 
 
-def test_build_tokenizer_loads_a_path(tmp_path):
+def test_tokenizer_for_loads_a_path(tmp_path):
     train_tokenizer("bpe", 300, TEXTS, progress=False).save_pretrained(tmp_path)
-    tok = build_tokenizer(TokenizerConfig(path=str(tmp_path)), None, ("mask_token",))
+    tok = tokenizer_for(TokenizerConfig(path=str(tmp_path)), None, ("mask_token",))
     assert tok.mask_token == "<mask>" and tok.eos_token == "</s>"
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pretrain.checkpoint import CheckpointManager
-from pretrain.eval_run import evaluate_run
-from pretrain.run import main
+from pretrain.train.eval_run import evaluate_run
+from pretrain.train.main import train_main as main
+from pretrain.train.run_dir import RunDir
 from train_fixtures import tiny_flags, write_corpus
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -42,7 +42,7 @@ def test_recipe_trains_end_to_end(tmp_path, capsys, recipe, sample_word):
     assert val[-1]["loss"] < val[0]["loss"]
     assert all(k in train[-1] for k in ("lr", "accuracy", "n_predicted", "tokens_per_s", "mfu", "elapsed"))
 
-    assert [s for s, _ in CheckpointManager(run).complete()] == [20, 30]
+    assert [s for s, _ in RunDir(run).complete_checkpoints()] == [20, 30]
     for name in ("model.safetensors", "model_config.json", "tokenizer.json", "config.yaml", "metrics.json"):
         assert (run / "final" / name).is_file(), name
     assert (run / "config.yaml").is_file() and (run / "tokenizer" / "tokenizer.json").is_file()

@@ -9,12 +9,12 @@ import torch
 
 from models import ModelConfig, Transformer
 from objectives import build_objective
-from pretrain.checkpoint import CheckpointManager
-from pretrain.config import OptimSection, RunSection
 from pretrain.errors import UserError
-from pretrain.optim import build_optimizer, lr_factor, param_groups
-from pretrain.run import make_accelerator
-from pretrain.trainer import Trainer, enable_activation_checkpointing
+from pretrain.train.build import make_accelerator
+from pretrain.train.checkpoint import CheckpointManager
+from pretrain.train.config import OptimSection, RunSection
+from pretrain.train.optim import build_optimizer, lr_factor, param_groups
+from pretrain.train.trainer import Trainer, enable_activation_checkpointing
 from train_dp_worker import tokenizer
 
 
@@ -39,20 +39,20 @@ class PoisonAt:
 
 def make_trainer(run_dir, poison=(), **run_overrides):
     tok = tokenizer()
-    objective = build_objective("clm", tok)
-    data = torch.randint(3, len(tok), (24, objective.block_length(8)), generator=torch.Generator().manual_seed(1))
+    mc = ModelConfig.preset("gpt2", d_model=16, n_layers=1, n_heads=2, d_ff=32, vocab_size=len(tok), max_seq_len=16,
+                            dropout=0.0)
+    objective = build_objective("clm", tok, mc)
+    block_length = objective.block_length(8)
+    data = torch.randint(3, len(tok), (24, block_length), generator=torch.Generator().manual_seed(1))
     run = RunSection(output_dir=str(run_dir), batch_size=4, max_steps=6, seq_len=8, eval_every=3, save_every=2,
                      keep_last=2, progress=False, mixed_precision="no", **run_overrides)
     cfg = SimpleNamespace(run=run, optim=OptimSection(lr=1e-2, warmup_steps=2))
     acc = make_accelerator(cfg, run_dir, None)
-    mc = ModelConfig.preset("gpt2", d_model=16, n_layers=1, n_heads=2, d_ff=32, vocab_size=len(tok), max_seq_len=16,
-                            dropout=0.0)
     torch.manual_seed(0)
     model = Transformer(mc)
-    objective.check_arch(mc.arch)
     if poison:
         objective = PoisonAt(objective, poison)
-    return Trainer(cfg, mc, model, objective, data[:20], data[20:], run_dir, acc, {"arch": mc.arch})
+    return Trainer(cfg, model, objective, block_length, data[:20], data[20:], run_dir, acc, {"arch": mc.arch})
 
 
 def test_schedule_warmup_then_cosine_to_floor():
@@ -91,7 +91,7 @@ def test_adamw_fused_by_default_on_cpu():
 def test_checkpoints_atomic_and_pruned(tmp_path):
     trainer = make_trainer(tmp_path)
     trainer.train()
-    ckpt = CheckpointManager(tmp_path)
+    ckpt = CheckpointManager(tmp_path / "checkpoints")
     assert [s for s, _ in ckpt.complete()] == [4, 6]  # keep_last 2
     state = json.loads((tmp_path / "checkpoints" / "step_6" / "trainer_state.json").read_text())
     assert state["step"] == 6 and state["arch"] == "decoder" and state["tokens"] == 6 * 4 * 9
@@ -107,7 +107,7 @@ def test_checkpoints_atomic_and_pruned(tmp_path):
 
 def test_mfu_never_passes_one_when_the_probe_understates_the_peak(tmp_path, monkeypatch):
     """A probe that ran in a slow spell of a shared machine must not make the run report MFU above 100%."""
-    monkeypatch.setattr("pretrain.trainer.peak_flops", lambda *a: 1.0)  # 1 FLOP/s: every step outruns it
+    monkeypatch.setattr("pretrain.train.trainer.peak_flops", lambda *a: 1.0)  # 1 FLOP/s: every step outruns it
     make_trainer(tmp_path).train()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     mfu = [r["mfu"] for r in rows if r["split"] == "train"]
@@ -131,7 +131,8 @@ def test_nonfinite_loss_stops_naming_the_step(tmp_path):
     trainer = make_trainer(tmp_path, poison=[3])
     with pytest.raises(UserError, match="step 3"):
         trainer.train()
-    assert [s for s, _ in CheckpointManager(tmp_path).complete()] == [2]  # nothing written after the NaN
+    # nothing written after the NaN
+    assert [s for s, _ in CheckpointManager(tmp_path / "checkpoints").complete()] == [2]
 
 
 def test_nonfinite_loss_skipped_by_config(tmp_path):

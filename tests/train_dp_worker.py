@@ -11,9 +11,9 @@ from transformers import PreTrainedTokenizerFast
 
 from models import ModelConfig, Transformer
 from objectives import build_objective
-from pretrain.config import OptimSection, RunSection
-from pretrain.run import make_accelerator
-from pretrain.trainer import Trainer
+from pretrain.train.build import make_accelerator
+from pretrain.train.config import OptimSection, RunSection
+from pretrain.train.trainer import Trainer
 
 
 class RecordingBlocks:
@@ -40,20 +40,20 @@ def tokenizer():
 def main(out: str, batch_size: int, steps: int):
     out = Path(out)
     tok = tokenizer()
-    objective = build_objective("clm", tok)
+    mc = ModelConfig.preset("gpt2", d_model=32, n_layers=1, n_heads=2, d_ff=64, vocab_size=len(tok), max_seq_len=32,
+                            dropout=0.0)
+    objective = build_objective("clm", tok, mc)
     seq_len = 16
-    data = torch.randint(3, len(tok), (32, objective.block_length(seq_len)), generator=torch.Generator().manual_seed(0))
+    block_length = objective.block_length(seq_len)
+    data = torch.randint(3, len(tok), (32, block_length), generator=torch.Generator().manual_seed(0))
     train = RecordingBlocks(data)
     run = RunSection(output_dir=str(out / "run"), batch_size=batch_size, max_steps=steps, seq_len=seq_len,
                      eval_every=1000, save_every=1000, progress=False, mixed_precision="no", dist_timeout=60)
     cfg = SimpleNamespace(run=run, optim=OptimSection(lr=1e-2, warmup_steps=0, schedule="constant"))
     acc = make_accelerator(cfg, out / "run", None)
-    mc = ModelConfig.preset("gpt2", d_model=32, n_layers=1, n_heads=2, d_ff=64, vocab_size=len(tok), max_seq_len=32,
-                            dropout=0.0)
     torch.manual_seed(0)
     model = Transformer(mc)
-    objective.check_arch(mc.arch)
-    trainer = Trainer(cfg, mc, model, objective, train, data[:8], out / "run", acc, {"arch": mc.arch})
+    trainer = Trainer(cfg, model, objective, block_length, train, data[:8], out / "run", acc, {"arch": mc.arch})
     trainer.train()
     params = {k: v.detach().clone() for k, v in trainer.module.state_dict().items()}
     torch.save(params, out / f"params_{acc.process_index}.pt")

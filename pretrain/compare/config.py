@@ -1,0 +1,132 @@
+"""What a comparison of objectives is: the runs, the shared corpus / tokenizer / training settings, the budget and
+the yardstick, parsed from YAML and dotted overrides like the training config.
+
+    pretrain compare [CONFIG.yaml] [--budget.max_tokens N | --budget.max_time S] [--only a,b] ...
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from ..data.corpus import DataConfig
+from ..data.tokenizer import TokenizerConfig
+from ..errors import ConfigError, UserError
+from ..train.config import one_line_parse_error
+
+
+@dataclass
+class BudgetSection:
+    """The same budget for every run: corpus tokens (max_tokens) and/or seconds of training (max_time)."""
+    max_tokens: Optional[int] = 250_000
+    max_time: Optional[float] = None
+
+
+@dataclass
+class YardstickSection:
+    """Whole-word cloze on held-out windows (see pretrain/compare/yardstick.py)."""
+    window: int = 64
+    n_windows: int = 400
+    min_context: int = 16
+    min_right: int = 8
+    seed: int = 0
+
+
+@dataclass
+class CompareConfig:
+    """A comparison of objectives: the runs, the shared corpus / tokenizer / training settings and the budget."""
+    output_dir: str = "runs/compare"
+    runs: list[dict[str, Any]] = field(default_factory=list)  # recipes/compare_objectives.py has the classic four
+    only: Optional[str] = None  # comma-separated run names to keep, e.g. "bert+mlm,gpt2+clm"
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=lambda: TokenizerConfig(kind="bpe", vocab_size=8000))
+    budget: BudgetSection = field(default_factory=BudgetSection)
+    # run-section values shared by every run (any pretrain.train.config.RunSection key); eval_every defaults to
+    # about n_evals evaluations per run when the budget is in tokens
+    train: dict[str, Any] = field(default_factory=lambda: {"seq_len": 128, "batch_size": 16, "eval_batches": 4,
+                                                           "warmup_steps": 30})
+    n_evals: int = 8
+    max_param_spread: float = 0.10
+    yardstick: YardstickSection = field(default_factory=YardstickSection)
+    attention_text: str = "The function returns a new list containing the items of the sequence in sorted order."
+    attention_layer: int = -1
+    samples: bool = True
+    progress: bool = True
+
+
+# ---- configuration ---------------------------------------------------------------------------------------------
+def parse_compare_config(argv: list[str] | None, defaults: dict | None = None,
+                         prog: str = "pretrain compare") -> CompareConfig:
+    argv = list(argv or [])
+    if argv and not argv[0].startswith("-"):  # `pretrain compare CONFIG.yaml ...`
+        if not Path(argv[0]).is_file():
+            raise ConfigError(f"config file {argv[0]} not found; pass a YAML file or --section.key options")
+        argv = ["--config", argv[0]] + argv[1:]
+    parser = ArgumentParser(prog=prog, description="Compare pretraining objectives on one corpus.",
+                            exit_on_error=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the keys below")
+    parser.add_class_arguments(CompareConfig, as_group=False, fail_untyped=False)
+    if defaults:
+        sections = {"data", "tokenizer", "budget", "yardstick"}
+        flat = {}
+        for key, value in defaults.items():  # dataclass sections by dotted keys; `train`, `runs` as whole values
+            if key in sections and isinstance(value, dict):
+                flat.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                flat[key] = value
+        parser.set_defaults(flat)
+    try:
+        ns = parser.parse_args(argv)
+    except argparse.ArgumentError as e:
+        raise ConfigError(one_line_parse_error(str(e), prog)) from None
+    ns.pop("config", None)
+    cfg = parser.instantiate(ns)
+    cfg = CompareConfig(**{f.name: cfg[f.name] for f in dataclasses.fields(CompareConfig)})
+    check_compare_config(cfg)
+    return cfg
+
+
+def selected_runs(cfg: CompareConfig) -> list[dict]:
+    runs = [dict(r) for r in cfg.runs]
+    for r in runs:
+        if "name" not in r:
+            model, obj = r.get("model", {}), r.get("objective", {})
+            r["name"] = f"{model.get('preset', 'bert')}+{obj.get('name', 'mlm')}"
+    if cfg.only:
+        wanted = [w.strip() for w in cfg.only.split(",") if w.strip()]
+        names = [r["name"] for r in runs]
+        unknown = [w for w in wanted if w not in names]
+        if unknown:
+            raise UserError(f"--only names unknown run(s) {', '.join(unknown)}; choose from {', '.join(names)}")
+        runs = [r for r in runs if r["name"] in wanted]
+    return runs
+
+
+def check_compare_config(cfg: CompareConfig):
+    runs = selected_runs(cfg)
+    if len(runs) < 1:
+        raise ConfigError("no runs to compare; list them under runs: in a --config YAML (see "
+                          "recipes/compare_objectives.py for the classic four)")
+    names = [r["name"] for r in runs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"run names must be unique, got {names}; give each run a distinct name")
+    for r in runs:
+        unknown = set(r) - {"name", "model", "objective", "optim", "run"}
+        if unknown:
+            raise ConfigError(f"run {r['name']!r} has unknown key(s) {sorted(unknown)}; use name, model, objective, "
+                              f"optim, run")
+    if cfg.budget.max_tokens is None and cfg.budget.max_time is None:
+        raise ConfigError("no budget: set budget.max_tokens or budget.max_time (applied equally to every run)")
+    for key in ("max_steps", "max_tokens", "max_time", "output_dir"):
+        if key in cfg.train:
+            raise ConfigError(f"train.{key} is set by the comparison itself; use budget.max_tokens / "
+                              f"budget.max_time and output_dir")
+
+
+def run_dir_name(name: str) -> str:
+    """The folder of a run under OUT/runs/."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

@@ -1,0 +1,172 @@
+"""Packing: documents -> one token stream (documents joined by eos) -> blocks of exactly block_length tokens.
+
+    pack(texts, tokenizer, block_length, cache_dir, tail="drop", num_proc=None) -> datasets.Dataset
+                                                            column "input_ids" (int32 lists), torch format
+    pack_splits(train_texts, val_texts, data_cfg, tokenizer, block_length, cache_dir, rank=0, world_size=1)
+                                                            -> (train_blocks, val_blocks)
+    pack_stream(texts, tokenizer, block_length, rank=0, world_size=1) -> datasets.IterableDataset (streaming)
+
+Speed: a batched `datasets.map` calls the Rust backend's `encode_batch_fast` directly (already multi-threaded,
+so num_proc rarely helps) and returns ONE row per batch: the batch's documents concatenated, each followed by eos,
+as a numpy array. The stream is then one Arrow buffer, reshaped into a FixedSizeList column without ever making
+Python lists per block. Documents are encoded without the post-processor's [CLS]/[SEP] and with special-token
+text inside documents read as plain text, so eos positions in the stream are exactly the document boundaries.
+
+Cache: cache_dir/blocks-<key>, key = hash(corpus fingerprint, tokenizer.json hash, block_length, tail), written
+to a temporary directory and renamed into place, so a crash never leaves a half cache and a changed corpus or
+tokenizer never reuses a stale one. The caller lets the main process build it first; a process that still finds
+no cache (node-local disks on several nodes) builds its own copy, and the atomic rename makes that safe.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pyarrow as pa
+from datasets.distributed import split_dataset_by_node
+from tokenizers import Tokenizer
+
+from ..atomic import atomic_dir
+from ..errors import UserError
+from .tokenizer import tokenizer_fingerprint
+
+CACHE_VERSION = 1
+ENCODE_BATCH = 1000
+STREAM_VAL_DOCUMENTS = 2000  # streaming mode: validation = the first this many held-out documents
+
+
+def _plain_backend(tokenizer):
+    """A copy of the Rust tokenizer without post-processor, reading special-token text as plain text."""
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.encode_special_tokens = True
+    return backend
+
+
+def _encode(batch, backend, eos_id: int):
+    """Batched map: one output row holding the batch's documents' ids, each document followed by eos."""
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    docs = [np.asarray(e.ids, dtype=np.int32) for e in encode(batch["text"], add_special_tokens=False)]
+    eos = np.array([eos_id], dtype=np.int32)
+    parts = [p for d in docs for p in (d, eos)]
+    return {"ids": [np.concatenate(parts) if parts else np.zeros(0, np.int32)]}
+
+
+def token_stream(texts, tokenizer, num_proc=None) -> np.ndarray:
+    """All documents' ids, each followed by eos, as one int32 array."""
+    if tokenizer.eos_token_id is None:
+        raise UserError("the tokenizer has no eos_token to separate documents; add one with "
+                        "pretrain.tokenizer.ensure_special_tokens(tokenizer, ('eos_token',))")
+    if len(texts) == 0:
+        return np.zeros(0, np.int32)
+    out = texts.map(_encode, batched=True, batch_size=ENCODE_BATCH, remove_columns=texts.column_names,
+                    fn_kwargs={"backend": _plain_backend(tokenizer), "eos_id": tokenizer.eos_token_id},
+                    num_proc=num_proc, keep_in_memory=True, new_fingerprint=uuid.uuid4().hex,
+                    desc="tokenizing")
+    column = out.data.column("ids").combine_chunks()
+    if isinstance(column, pa.ChunkedArray):  # combine_chunks returns an array in recent pyarrow versions
+        column = pa.concat_arrays(column.chunks)
+    return column.flatten().to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+
+
+def cut_blocks(stream: np.ndarray, block_length: int, tail: str, pad_id, what: str = "the corpus",
+               fix: str = "give more text or use a smaller run.seq_len") -> np.ndarray:
+    """[n_blocks, block_length] view of the stream; the partial tail dropped or padded with pad_id."""
+    if block_length < 1:
+        raise UserError(f"block length {block_length} must be positive; raise run.seq_len")
+    n = len(stream)
+    if tail == "pad" and n % block_length and n:
+        if pad_id is None:
+            raise UserError("data.tail 'pad' needs the tokenizer's pad_token; add one or use data.tail drop")
+        stream = np.concatenate([stream, np.full(block_length - n % block_length, pad_id, np.int32)])
+    elif tail not in ("drop", "pad"):
+        raise UserError(f"data.tail {tail!r} is unknown; use drop or pad")
+    n_blocks = len(stream) // block_length
+    if n_blocks == 0:
+        raise UserError(f"{what} has {n} tokens, fewer than one block of {block_length}; {fix}")
+    return stream[: n_blocks * block_length].reshape(n_blocks, block_length)
+
+
+def blocks_dataset(blocks: np.ndarray):
+    """A datasets.Dataset with a fixed-size "input_ids" column straight from the numpy array (no Python lists)."""
+    n, length = blocks.shape
+    column = pa.FixedSizeListArray.from_arrays(pa.array(blocks.reshape(-1), type=pa.int32()), length)
+    features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32"), length=length)})
+    return datasets.Dataset(pa.table({"input_ids": column}), info=datasets.DatasetInfo(features=features))
+
+
+def cache_key(texts, tokenizer, block_length: int, tail: str) -> str:
+    fingerprint = getattr(texts, "_fingerprint", None)
+    if fingerprint is None:
+        raise ValueError("pack() needs a datasets.Dataset (it keys the cache on the dataset fingerprint)")
+    parts = [CACHE_VERSION, fingerprint, len(texts), tokenizer_fingerprint(tokenizer), block_length, tail]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+
+
+def pack(texts, tokenizer, block_length: int, cache_dir, tail: str = "drop", num_proc=None,
+         what: str = "the corpus", fix: str = "give more text or use a smaller run.seq_len"):
+    """Packed, cached blocks of `texts` (a Dataset with a "text" column); see the module docstring."""
+    path = Path(cache_dir) / f"blocks-{cache_key(texts, tokenizer, block_length, tail)}"
+    if not path.exists():
+        blocks = cut_blocks(token_stream(texts, tokenizer, num_proc), block_length, tail,
+                            tokenizer.pad_token_id, what, fix)
+        with atomic_dir(path, if_exists="keep") as tmp:  # a concurrent builder may publish the same cache first
+            blocks_dataset(blocks).save_to_disk(str(tmp))
+    return datasets.load_from_disk(str(path)).with_format("torch")
+
+
+# ---- streaming ------------------------------------------------------------------------------------------------
+def _stream_blocks(texts, tokenizer, block_length: int, tail: str):
+    backend, eos = _plain_backend(tokenizer), tokenizer.eos_token_id
+    buffer = np.zeros(0, np.int32)
+    for batch in texts.iter(batch_size=ENCODE_BATCH):
+        buffer = np.concatenate([buffer, _encode(batch, backend, eos)["ids"][0]])
+        n = len(buffer) // block_length
+        for row in buffer[: n * block_length].reshape(n, block_length):
+            yield {"input_ids": row}
+        buffer = buffer[n * block_length:]
+    if tail == "pad" and len(buffer):
+        yield {"input_ids": np.concatenate([buffer, np.full(block_length - len(buffer), tokenizer.pad_token_id,
+                                                            np.int32)])}
+
+
+def pack_stream(texts, tokenizer, block_length: int, rank: int = 0, world_size: int = 1, tail: str = "drop"):
+    """Blocks of a streaming corpus, this process's shard only (split_dataset_by_node; do not shard again)."""
+    if world_size > 1:
+        texts = split_dataset_by_node(texts, rank=rank, world_size=world_size)
+    return datasets.IterableDataset.from_generator(
+        _stream_blocks, gen_kwargs={"texts": texts, "tokenizer": tokenizer, "block_length": block_length,
+                                    "tail": tail}).with_format("torch")
+
+
+# ---- both splits ----------------------------------------------------------------------------------------------
+def validation_texts(val_texts):
+    """The validation split as a Dataset: a streamed one is cut to its first STREAM_VAL_DOCUMENTS documents."""
+    if hasattr(val_texts, "__len__"):
+        return val_texts
+    docs = [row["text"] for row in val_texts.take(STREAM_VAL_DOCUMENTS)]
+    return datasets.Dataset.from_dict({"text": docs}, features=datasets.Features({"text": datasets.Value("string")}))
+
+
+def pack_splits(train_texts, val_texts, data_cfg, tokenizer, block_length: int, cache_dir, rank: int = 0,
+                world_size: int = 1):
+    """(train_blocks, val_blocks) of a corpus's two splits (pretrain.data.corpus.load_corpus). Streaming: train
+    is an IterableDataset of this rank's shard; validation is packed from the first STREAM_VAL_DOCUMENTS held-out
+    documents."""
+    val_texts = validation_texts(val_texts)
+    common = dict(tokenizer=tokenizer, block_length=block_length, cache_dir=cache_dir, tail=data_cfg.tail,
+                  num_proc=data_cfg.num_proc)
+    if data_cfg.streaming:
+        train = pack_stream(train_texts, tokenizer, block_length, rank, world_size, data_cfg.tail)
+    else:
+        train = pack(train_texts, what="the training corpus", **common)
+    if len(val_texts) == 0:
+        val = blocks_dataset(np.zeros((0, block_length), np.int32)).with_format("torch")
+    else:
+        val = pack(val_texts, what="the validation split",
+                   fix="raise data.validation_fraction, give data.validation_files, or use a smaller run.seq_len",
+                   **common)
+    return train, val

@@ -1,0 +1,1 @@
+"""Looking at a model: samples (fill-mask, continuation, reconstruction) and attention pictures."""

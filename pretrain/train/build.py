@@ -1,0 +1,245 @@
+"""The composition root: a config becomes a run -- tokenizer, model config, objective, block length, blocks, model
+and step budget. `pretrain train`, `pretrain eval` and `pretrain compare` all build their runs here.
+
+    spec = run_spec(cfg, tokenizer)              # model config, objective, block length: no files read or written
+    budget = step_budget(cfg, spec, world_size)  # steps the budget gives
+    run = build_run(cfg, accelerator)            # corpus read once, tokenizer, spec, blocks; then the run directory
+
+Every check that bad input can fail (config, corpus, tokenizer, objective against model and tokenizer, the resume
+checkpoint, packing) runs before the first file of the run directory is written, so a refused command leaves
+nothing behind and the corrected one runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration
+
+from models import ModelConfig, Transformer
+from models.convert import from_transformers
+from objectives import build_objective, objective_class
+
+from ..atomic import unwritable_reason
+from ..data.corpus import load_corpus
+from ..data.order import mix_seed
+from ..data.packing import pack_splits
+from ..data.tokenizer import ensure_special_tokens, tokenizer_fingerprint, tokenizer_for
+from ..errors import ConfigError, UserError
+from .budget import Budget
+from .checkpoint import CheckpointManager
+from .config import TrainConfig, config_hash, resolve_model_config, saved_form, to_yaml
+from .hardware import resolve_precision
+from .run_dir import MODEL_CONFIG, WEIGHTS, RunDir, load_state_dict, read_json
+
+
+# ---- the run's parts, from a config and a tokenizer -----------------------------------------------------------
+def token_ids(tokenizer) -> dict:
+    """The special-token roles a model config takes from the tokenizer."""
+    return {"pad": tokenizer.pad_token_id, "eos": tokenizer.eos_token_id,
+            "bos": tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id}
+
+
+def model_config_for(cfg: TrainConfig, tokenizer) -> ModelConfig:
+    """The network a config trains with this tokenizer: the preset sized by model.*, vocabulary and special ids
+    from the tokenizer."""
+    model_cfg = resolve_model_config(cfg, len(tokenizer), token_ids(tokenizer))
+    if model_cfg.vocab_size < len(tokenizer):
+        raise ConfigError(f"model.vocab_size {model_cfg.vocab_size} is smaller than the tokenizer's {len(tokenizer)} "
+                          f"tokens; remove model.vocab_size (it defaults to the tokenizer's) or raise it")
+    return model_cfg
+
+
+@dataclass
+class RunSpec:
+    """What a config trains, before any data is read."""
+    model_cfg: ModelConfig
+    objective: object  # objectives.base.Objective
+    block_length: int  # raw corpus tokens per example
+
+
+def run_spec(cfg: TrainConfig, tokenizer, model_cfg: ModelConfig | None = None) -> RunSpec:
+    """The model config (given, or the config's for this tokenizer), the objective built for it and the block
+    length. Options and contradictions are refused as ConfigError (exit 2)."""
+    model_cfg = model_cfg or model_config_for(cfg, tokenizer)
+    try:
+        with torch.random.fork_rng(devices=[]):  # an objective's own parameters: the same for the same seed
+            torch.manual_seed(mix_seed(cfg.run.seed, "objective"))
+            objective = build_objective(cfg.objective.name, tokenizer, model_cfg, **cfg.objective.options)
+        block_length = objective.block_length(cfg.run.seq_len)
+    except UserError as e:
+        raise ConfigError(" ".join(str(e).split())) from None
+    return RunSpec(model_cfg, objective, block_length)
+
+
+def step_budget(cfg: TrainConfig, spec: RunSpec, world_size: int) -> Budget:
+    return Budget(cfg.run, cfg.optim.warmup_steps, spec.block_length, world_size)
+
+
+def cache_dir(cfg: TrainConfig) -> Path:
+    return Path(cfg.run.cache_dir) if cfg.run.cache_dir else Path.home() / ".cache" / "unified_pretrain"
+
+
+def corpus_blocks(cfg: TrainConfig, tokenizer, block_length: int, texts=None, rank: int = 0, world_size: int = 1):
+    """(train_blocks, val_blocks) of the config's corpus (`texts`: its two splits, when already read)."""
+    train_texts, val_texts = texts if texts is not None else load_corpus(cfg.data)
+    return pack_splits(train_texts, val_texts, cfg.data, tokenizer, block_length, str(cache_dir(cfg)), rank,
+                       world_size)
+
+
+def run_state(cfg: TrainConfig, spec: RunSpec, tokenizer) -> dict:
+    """What every checkpoint records about the run, so a resume can refuse a checkpoint of another one."""
+    return {"config_hash": config_hash(cfg), "arch": spec.model_cfg.arch, "vocab_size": spec.model_cfg.vocab_size,
+            "tokenizer": tokenizer_fingerprint(tokenizer), "objective": spec.objective.name,
+            "model": spec.model_cfg.to_dict()}
+
+
+def check_resume(saved: dict, expected: dict, path: Path):
+    old = saved.get("model") or {}
+    new_cfg = ModelConfig.from_dict(expected["model"])
+    differing = [f"{k} {old.get(k)!r} -> {getattr(new_cfg, k)!r}" for k in new_cfg.weight_differences(old)
+                 if k in old]
+    if differing:
+        raise ConfigError(f"checkpoint {path} holds a different model ({', '.join(differing[:4])}); resume with "
+                          f"the run's own model settings or start a new --run.output_dir")
+    for key, what in (("arch", "architecture"), ("vocab_size", "vocabulary size"), ("tokenizer", "tokenizer"),
+                      ("objective", "objective")):
+        if key in saved and saved[key] != expected.get(key):
+            raise ConfigError(f"checkpoint {path} was trained with {what} {saved[key]!r} but the config now gives "
+                              f"{expected.get(key)!r}; resume with the run's own config or start a new "
+                              f"--run.output_dir")
+
+
+# ---- the model ------------------------------------------------------------------------------------------------
+def build_model(cfg: TrainConfig, model_cfg: ModelConfig) -> Transformer:
+    """The same initial weights for the same seed; or the weights of model.init_from (continued pretraining)."""
+    torch.manual_seed(mix_seed(cfg.run.seed, "init"))
+    model = Transformer(model_cfg)
+    if cfg.model.init_from:
+        init_from_pretrained(model, cfg.model.init_from)
+    return model
+
+
+def init_from_pretrained(model, path) -> None:
+    """Load weights into `model` from one of our weight folders (model.safetensors + model_config.json: a run's
+    final/, init/ or a checkpoint) or a transformers folder / Hub id; the architecture must match model.config,
+    sizes included."""
+    folder = Path(path)
+    if folder.is_dir() and (folder / WEIGHTS).is_file() and (folder / MODEL_CONFIG).is_file():
+        source_cfg = ModelConfig.from_dict(read_json(folder / MODEL_CONFIG))
+        state = load_state_dict(folder / WEIGHTS)
+    else:
+        try:
+            source = from_transformers(str(path))
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot load model.init_from {path} ({str(e).splitlines()[0][:200]}); pass a run's "
+                            f"final/ folder, an exported folder or a Hub id") from None
+        source_cfg, state = source.config, source.state_dict()
+    differing = model.config.weight_differences(source_cfg)
+    if differing:
+        raise UserError(f"model.init_from {path} has a different architecture (fields {', '.join(differing)} "
+                        f"differ); remove the model.* overrides that change them")
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+
+
+# ---- the process group ----------------------------------------------------------------------------------------
+def make_accelerator(cfg, run_dir: Path, log_with) -> Accelerator:
+    precision = resolve_precision(cfg.run.mixed_precision)
+    # without an accelerator Accelerate only forms a multi-process (gloo) group when told it runs on CPU:
+    # that is what makes `torchrun --nproc_per_node 2` really data-parallel here
+    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else \
+        torch.cuda.is_available()
+    project = ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(Path(run_dir) / "tensorboard"))
+    try:
+        return Accelerator(cpu=not has_accelerator, mixed_precision=precision,
+                           gradient_accumulation_steps=cfg.run.grad_accum, log_with=log_with, project_config=project,
+                           kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.run.dist_timeout))])
+    except ValueError as e:
+        raise ConfigError(f"run.mixed_precision {precision}: {e}".splitlines()[0]) from None
+
+
+# ---- a whole run ----------------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    cfg: TrainConfig
+    run_dir: RunDir
+    tokenizer: object
+    spec: RunSpec
+    train_blocks: object
+    val_blocks: object
+    resume_from: Path | None  # the checkpoint to continue from (None: start at step 0)
+    state: dict  # run_state(): recorded in every checkpoint
+
+
+def resume_point(cfg: TrainConfig, run_dir: RunDir) -> Path | None:
+    """The checkpoint to resume from, or None; refuses a directory that holds another run (nothing touched)."""
+    if cfg.run.resume == "auto":
+        return run_dir.latest_checkpoint()
+    if run_dir.holds_run() and not cfg.run.overwrite:
+        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to replace it, "
+                          f"or choose another --run.output_dir")
+    return None
+
+
+def check_writable(path: Path):
+    """Refuse an output directory that cannot be made or written, without making anything."""
+    reason = unwritable_reason(path)
+    if reason:
+        raise UserError(f"run directory {path} is not writable ({reason}); choose another --run.output_dir")
+
+
+def build_run(cfg: TrainConfig, accelerator) -> Run:
+    """The main process reads the corpus (once), makes the tokenizer, the spec and the blocks, and only then writes
+    the run directory; the other processes then read its tokenizer and the blocks' cache."""
+    run_dir = RunDir(cfg.run.output_dir)
+    resume_from = resume_point(cfg, run_dir)
+    replacing = resume_from is None and cfg.run.overwrite and run_dir.holds_run()
+    accelerator.wait_for_everyone()  # every process has looked at the directory before the main one writes to it
+    run = None
+    if accelerator.is_main_process:
+        check_writable(run_dir.path)
+        run = _prepare(cfg, run_dir, resume_from, accelerator, reuse_tokenizer=not replacing)
+        _write(run, replacing)
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        run = _prepare(cfg, run_dir, resume_from, accelerator, reuse_tokenizer=True)
+    return run
+
+
+def _prepare(cfg, run_dir: RunDir, resume_from, accelerator, reuse_tokenizer: bool) -> Run:
+    roles = objective_class(cfg.objective.name).special_tokens
+    texts = load_corpus(cfg.data)
+    if reuse_tokenizer and run_dir.tokenizer.is_dir():  # resume, or the main process's for the others
+        tokenizer = run_dir.read_tokenizer()
+    else:
+        tokenizer = tokenizer_for(cfg.tokenizer, texts[0], roles, seed=cfg.data.seed,
+                                  progress=accelerator.is_main_process)
+    tokenizer = ensure_special_tokens(tokenizer, roles)
+    spec = run_spec(cfg, tokenizer)
+    state = run_state(cfg, spec, tokenizer)
+    if resume_from is not None:  # before the (slow) packing: a mismatched checkpoint is refused at once
+        check_resume(CheckpointManager.read_state(resume_from), state, resume_from)
+    train_blocks, val_blocks = corpus_blocks(cfg, tokenizer, spec.block_length, texts, accelerator.process_index,
+                                             accelerator.num_processes)
+    return Run(cfg, run_dir, tokenizer, spec, train_blocks, val_blocks, resume_from, state)
+
+
+def _write(run: Run, replacing: bool):
+    """The run directory, once everything bad input can fail has passed. A resumed run's config is rewritten
+    only after its checkpoint has loaded (pretrain.train.main), so a failed resume changes nothing."""
+    run_dir = run.run_dir
+    try:
+        if replacing:
+            run_dir.clear()
+        run_dir.path.mkdir(parents=True, exist_ok=True)
+        if not run_dir.tokenizer.is_dir():
+            run_dir.save_tokenizer(run.tokenizer)
+        if run.resume_from is None:
+            run_dir.write_config(to_yaml(saved_form(run.cfg)))
+            run_dir.write_model_config(run.spec.model_cfg)
+    except OSError as e:
+        raise UserError(f"run directory {run_dir} cannot be written ({e.strerror or e}); choose another "
+                        f"--run.output_dir") from None

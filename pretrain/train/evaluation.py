@@ -1,0 +1,60 @@
+"""Validation metrics of a model on held-out blocks: loss, accuracy (both weighted by the number of predicted
+tokens), and perplexity where the objective says it means something. Sharded over processes."""
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+
+import torch
+
+from objectives.base import perplexity
+
+from ..data.order import generator, get_blocks
+from .model_handle import ModelHandle
+
+
+def with_perplexity(metrics: dict, objective) -> dict:
+    """metrics plus "perplexity" when the objective's loss is a left-to-right NLL."""
+    if objective.perplexity and "loss" in metrics:
+        metrics["perplexity"] = perplexity(metrics["loss"])
+    return metrics
+
+
+@torch.no_grad()
+def validation_metrics(module, objective, val_blocks, batch_size: int, seed: int, max_batches: int | None = None,
+                       accelerator=None, own=None) -> dict:
+    """Every process evaluates batches i = rank, rank + world, ...; sums are all-reduced. Masks are drawn from
+    generators seeded by (seed, "eval", i), so successive evaluations of one run see the same corrupted inputs.
+    `own`: the objective's own module (None: objective.module)."""
+    n_val = len(val_blocks) if val_blocks is not None else 0
+    if n_val == 0:
+        return {}
+    rank = accelerator.process_index if accelerator else 0
+    world = accelerator.num_processes if accelerator else 1
+    device = accelerator.device if accelerator else next(module.parameters()).device
+    own = own if own is not None else objective.module
+    modules = [m for m in (module, own) if m is not None]
+    was_training = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    handle = ModelHandle(module, module, own)
+    n_batches = math.ceil(n_val / batch_size)
+    if max_batches:
+        n_batches = min(n_batches, max_batches)
+    sums = torch.zeros(3, dtype=torch.float64)
+    for i in range(rank, n_batches, world):
+        idx = torch.arange(i * batch_size, min(n_val, (i + 1) * batch_size))
+        batch = objective.collate(get_blocks(val_blocks, idx), generator(seed, "eval", i))
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        with accelerator.autocast() if accelerator else nullcontext():
+            loss, metrics = objective.loss(handle, batch)
+        n = float(metrics["n_predicted"])
+        sums += torch.tensor([float(loss) * n, float(metrics["accuracy"]) * n, n], dtype=torch.float64)
+    if world > 1:
+        sums = accelerator.reduce(sums.to(device), reduction="sum").cpu()
+    for m, mode in zip(modules, was_training):
+        m.train(mode)
+    loss_sum, acc_sum, n = sums.tolist()
+    if n == 0:
+        return {}
+    return with_perplexity({"loss": loss_sum / n, "accuracy": acc_sum / n, "n_predicted": int(n)}, objective)

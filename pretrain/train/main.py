@@ -1,0 +1,86 @@
+"""`pretrain train` and the recipes: parse (recipe defaults < saved config when resuming < --config < flags), build
+the run (pretrain/train/build.py), train, save final/, print the run directory, the validation metrics and a
+sample.
+
+    train_main(defaults, argv, prog) -> result dict        run_training(cfg) -> result dict
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from ..inspect.sample import sample
+from .build import build_model, build_run, make_accelerator
+from .config import TrainConfig, load_config, saved_form, to_yaml
+from .trackers import flat_config, tracker_setup
+from .trainer import Trainer
+
+
+def train_main(defaults: dict | None = None, argv: list[str] | None = None, prog: str | None = None) -> dict:
+    prog = prog or (os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0].endswith(".py") else "pretrain train")
+    cfg = load_config(argv if argv is not None else sys.argv[1:], defaults, prog)
+    return run_training(cfg)
+
+
+def run_training(cfg: TrainConfig) -> dict:
+    run_path = Path(cfg.run.output_dir)
+    log_with, init_kwargs = tracker_setup(cfg.run.report_to, run_path, cfg.run.name or run_path.name,
+                                          is_main=_is_main_env())
+    acc = make_accelerator(cfg, run_path, log_with)
+    if acc.is_main_process:
+        print(f"run directory: {run_path}\n--- config ---\n{to_yaml(cfg)}--------------", flush=True)
+    run = build_run(cfg, acc)
+    spec = run.spec
+    model = build_model(cfg, spec.model_cfg)
+    if acc.is_main_process:
+        print(f"model: {cfg.model.preset} ({spec.model_cfg.arch}), {sum(p.numel() for p in model.parameters()):,} "
+              f"parameters, vocab {spec.model_cfg.vocab_size}; objective {spec.objective.name}; "
+              f"{_count(run.train_blocks)} train / {len(run.val_blocks):,} val blocks of {spec.block_length} "
+              f"tokens; {acc.num_processes} process(es) on {acc.device.type}, precision {acc.mixed_precision}",
+              flush=True)
+
+    trainer = Trainer(cfg, model, spec.objective, spec.block_length, run.train_blocks, run.val_blocks,
+                      run.run_dir.path, acc, run.state)
+    if run.resume_from is not None:
+        trainer.resume(run.resume_from)  # a corrupted checkpoint stops here, with the run directory untouched
+        if acc.is_main_process:
+            run.run_dir.write_config(to_yaml(saved_form(cfg)))
+            run.run_dir.write_model_config(spec.model_cfg)
+    if log_with:
+        acc.init_trackers(cfg.run.project, config=flat_config(cfg), init_kwargs=init_kwargs)
+    try:
+        metrics = trainer.train(run.resume_from)
+    finally:
+        if log_with:
+            acc.end_training()
+    result = {"run_dir": str(run_path), "val": metrics, "step": trainer.step, "tokens": trainer.tokens}
+    if "stopped_at" in metrics:
+        return result
+    if acc.is_main_process:
+        run.run_dir.save_final(trainer.module, spec.model_cfg, run.tokenizer, to_yaml(saved_form(cfg)),
+                               {"val": metrics, "step": trainer.step, "tokens": trainer.tokens,
+                                "elapsed": trainer.elapsed}, trainer.own_module)
+        _summary(run, metrics, trainer)
+    acc.wait_for_everyone()
+    return result
+
+
+def _count(blocks) -> str:
+    return f"{len(blocks):,}" if hasattr(blocks, "__len__") else "streamed"
+
+
+def _is_main_env() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
+
+
+def _summary(run, metrics: dict, trainer):
+    shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+    print(f"\ndone: {trainer.step} steps, {trainer.tokens:,} tokens, {trainer.elapsed:.0f}s")
+    print(f"run directory: {run.run_dir} (final model in {run.run_dir.final})")
+    print(f"validation: {shown}")
+    if run.cfg.run.sample:
+        try:
+            print(sample(trainer.module, run.tokenizer, run.spec.objective, run.val_blocks, seed=run.cfg.run.seed))
+        except Exception as e:  # a sample is a courtesy: never fail a finished run over it
+            print(f"(sample failed: {type(e).__name__}: {e})")
