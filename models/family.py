@@ -16,6 +16,7 @@ from typing import Callable
 @dataclass(frozen=True)
 class Family:
     name: str  # the preset name (model.preset) and the init scheme's name (ModelConfig.init)
+    title: str  # how people write it: "BERT", "GPT-2"
     preset: dict  # ModelConfig fields of the real architecture; sizes are overridden per run
     init: Callable  # init(model, cfg): draw fresh weights as the original does
     default_objective: str | None = None  # what `pretrain export --from-hub` continues with, named in hints

@@ -19,4 +19,5 @@ def init(model, cfg) -> None:
             nn.init.ones_(module.weight)
 
 
-FAMILY = register_family(Family(name="toy-encoder", preset=PRESET, init=init, default_objective="mlm"))
+FAMILY = register_family(Family(name="toy-encoder", title="Toy encoder", preset=PRESET, init=init,
+                                default_objective="mlm"))

@@ -83,6 +83,6 @@ def from_hf_config(hf) -> ModelConfig:
 
 
 register_family(Family(
-    name="llama", preset=PRESET, init=normal_init, default_objective="clm", hf_class="LlamaForCausalLM",
+    name="llama", title="Llama", preset=PRESET, init=normal_init, default_objective="clm", hf_class="LlamaForCausalLM",
     model_type="llama", table=tuple(TABLE), ignore=tuple(IGNORE), free=FREE, unsupported=unsupported,
     to_hf_config=to_hf_config, from_hf_config=from_hf_config))

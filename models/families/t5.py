@@ -148,6 +148,6 @@ def prepare(hf_model, cfg: ModelConfig) -> None:
 
 
 register_family(Family(
-    name="t5", preset=PRESET, init=init, default_objective="span", hf_class="T5ForConditionalGeneration",
+    name="t5", title="T5", preset=PRESET, init=init, default_objective="span", hf_class="T5ForConditionalGeneration",
     model_type="t5", table=tuple(TABLE), ignore=tuple(IGNORE), free=FREE, unsupported=unsupported,
     to_hf_config=to_hf_config, from_hf_config=from_hf_config, prepare=prepare))

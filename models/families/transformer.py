@@ -28,4 +28,4 @@ def init(model, cfg) -> None:
     zero_padding_row(model, cfg)
 
 
-register_family(Family(name="transformer", preset=PRESET, init=init))
+register_family(Family(name="transformer", title="Transformer", preset=PRESET, init=init))

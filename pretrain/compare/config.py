@@ -16,7 +16,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from ..data.corpus import DataConfig
 from ..data.tokenizer import TokenizerConfig
 from ..errors import ConfigError, UserError
-from ..train.config import one_line_parse_error
+from ..train.config import ModelSection, ObjectiveSection, one_line_parse_error
 
 
 @dataclass
@@ -95,7 +95,7 @@ def selected_runs(cfg: CompareConfig) -> list[dict]:
     for r in runs:
         if "name" not in r:
             model, obj = r.get("model", {}), r.get("objective", {})
-            r["name"] = f"{model.get('preset', 'bert')}+{obj.get('name', 'mlm')}"
+            r["name"] = f"{model.get('preset', ModelSection.preset)}+{obj.get('name', ObjectiveSection.name)}"
     if cfg.only:
         wanted = [w.strip() for w in cfg.only.split(",") if w.strip()]
         names = [r["name"] for r in runs]

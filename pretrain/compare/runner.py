@@ -35,7 +35,7 @@ from ..data.corpus import load_corpus
 from ..data.tokenizer import ROLES, load_tokenizer, tokenizer_for
 from ..errors import UserError
 from ..train.build import RunSpec, run_spec, step_budget
-from ..train.config import load_config, parse_config
+from ..train.config import ObjectiveSection, load_config, parse_config
 from ..train.main import run_training
 from ..train.run_dir import RunDir
 from .config import CompareConfig, parse_compare_config, run_dir_name, selected_runs
@@ -68,7 +68,7 @@ def run_defaults(cfg: CompareConfig, run: dict, tokenizer_dir: Path, n_steps: in
         run_section["eval_every"] = max(1, (n_steps or 50 * cfg.n_evals) // cfg.n_evals)
     if "save_every" not in run_section:
         run_section["save_every"] = max(1, (n_steps or 200) // 4) if n_steps else 100
-    return {"model": model, "objective": run.get("objective", {"name": "mlm"}),
+    return {"model": model, "objective": run.get("objective", {}),
             "data": dataclasses.asdict(cfg.data), "tokenizer": {"path": str(tokenizer_dir)}, "optim": optim,
             "run": run_section}
 
@@ -78,7 +78,8 @@ def roles_of(runs: list[dict]) -> tuple:
     roles = set()
     for r in runs:
         try:
-            roles |= set(objective_class((r.get("objective") or {}).get("name", "mlm")).special_tokens)
+            name = (r.get("objective") or {}).get("name", ObjectiveSection.name)
+            roles |= set(objective_class(name).special_tokens)
         except UserError as e:
             raise UserError(f"run {r['name']!r}: {e}") from None
     return tuple(r for r in ROLES if r in roles)

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from huggingface_hub import ModelCard, ModelCardData  # noqa: E402
 
-from models import num_params  # noqa: E402
+from models import get_family, num_params  # noqa: E402
 from objectives import OBJECTIVES  # noqa: E402
 
 from .. import document  # noqa: E402
@@ -82,7 +82,8 @@ def card_facts(record, model_cfg, family: str, hf_class: str, tokenizer=None, na
     source = record.source or {}
     n_params = num_params(model_cfg)
     facts = {
-        "name": repo_id or name, "where": repo_id or "path/to/this/folder", "family": family, "hf_class": hf_class,
+        "name": repo_id or name, "where": repo_id or "path/to/this/folder", "family": family,
+        "family_title": get_family(family).title, "hf_class": hf_class,
         "arch": arch, "license": license, "has_plot": has_plot, "tokens": record.tokens,
         "objective": record.objective_name, "objective_title": objective.title if objective else None,
         "hub_tags": ["unified-pretrain", family, "pretraining"] + ([objective.hub_tag] if objective else []),
@@ -158,13 +159,11 @@ def _usage(facts: dict) -> str:
 
 
 def card_markdown(facts: dict) -> str:
-    family = facts["family"]
-    shown_family = family.upper() if family in ("bert", "bart") else family.capitalize()
     origin = f"Imported from `{facts['origin']}` and " if facts["origin"] else ""
     how = facts["objective_title"] or "an unrecorded objective"
     return document.join(
         f"# {facts['name']}",
-        f"A {shown_family}-architecture model ({facts['arch']}) pretrained from scratch with {how} using the "
+        f"A {facts['family_title']}-architecture model ({facts['arch']}) pretrained from scratch with {how} using the "
         f"unified-pretrain toolkit. {origin}Exported to the native `transformers` class `{facts['hf_class']}`: no "
         f"custom code and no `trust_remote_code`.",
         "## Architecture", document.key_values(facts["architecture"]),
