@@ -152,7 +152,7 @@ def make_accelerator(cfg, run_dir: Path, log_with) -> Accelerator:
     # that is what makes `torchrun --nproc_per_node 2` really data-parallel here
     has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else \
         torch.cuda.is_available()
-    project = ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(Path(run_dir) / "tensorboard"))
+    project = ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(Path(run_dir) / RunDir.TENSORBOARD))
     try:
         return Accelerator(cpu=not has_accelerator, mixed_precision=precision,
                            gradient_accumulation_steps=cfg.run.grad_accum, log_with=log_with, project_config=project,

@@ -40,9 +40,9 @@ _PREFIXES = ("module.", "_orig_mod.")  # DDP / torch.compile wrappers that save_
 
 class RunDir:
     CONFIG, MODEL_CONFIG, TOKENIZER, METRICS = CONFIG, MODEL_CONFIG, "tokenizer", "metrics.jsonl"
-    CHECKPOINTS, FINAL, INIT = "checkpoints", "final", "init"
+    CHECKPOINTS, FINAL, INIT, TENSORBOARD, WANDB = "checkpoints", "final", "init", "tensorboard", "wandb"
     # what a run directory may hold; --overwrite deletes these (and leftovers of killed writes)
-    ENTRIES = (CONFIG, MODEL_CONFIG, METRICS, CHECKPOINTS, FINAL, TOKENIZER, "wandb", "tensorboard")
+    ENTRIES = (CONFIG, MODEL_CONFIG, METRICS, CHECKPOINTS, FINAL, TOKENIZER, WANDB, TENSORBOARD)
 
     def __init__(self, path):
         self.path = Path(path)

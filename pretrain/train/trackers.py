@@ -6,6 +6,8 @@ import netrc
 import os
 from pathlib import Path
 
+from .run_dir import RunDir
+
 
 def wandb_has_credentials() -> bool:
     if os.environ.get("WANDB_API_KEY"):
@@ -28,7 +30,7 @@ def tracker_setup(report_to: str, run_dir: Path, run_name: str, is_main: bool) -
             os.environ["WANDB_MODE"] = "offline"
             if is_main:
                 print(f"wandb: no API key found, logging offline; upload later with: "
-                      f"wandb sync {run_dir / 'wandb'}/offline-run-*")
+                      f"wandb sync {run_dir / RunDir.WANDB}/offline-run-*")
         return "wandb", {"wandb": {"dir": str(run_dir), "name": run_name, "mode": os.environ.get("WANDB_MODE")}}
     return report_to, {}
 
