@@ -109,7 +109,8 @@ class Transformer(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, decoder_input_ids=None,
                 decoder_attention_mask=None, encoder_hidden=None):
-        """Final hidden states: of the encoder (encoder), the decoder (decoder, encoder-decoder)."""
+        """Final hidden states: of the encoder (encoder), the decoder (decoder, encoder-decoder). attention_mask /
+        decoder_attention_mask: 1 = token, 0 = padding; pass None when nothing is padded (the fast path)."""
         arch = self.config.arch
         if arch == "encoder":
             return self.encode(input_ids, attention_mask, token_type_ids)

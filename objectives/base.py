@@ -89,7 +89,7 @@ class Objective:
     perplexity: bool = False  # the loss is the NLL of text predicted left to right, so exp(loss) means something
     loss_meaning: str = ""  # what its validation loss measures, one sentence for the comparison report
     cloze_overhead: int = 0  # tokens its cloze input adds around a window of text
-    cloze_note: str = ""  # how the cloze question relates to what it trains on, for the report
+    cloze_note: str = ""  # how the cloze question relates to what it trains on, for the report (markdown)
     Options = NoOptions  # a dataclass of its options with a check() refusing bad values in one line
 
     def __init__(self, tokenizer, model_cfg, options=None):
@@ -159,7 +159,8 @@ class Objective:
     # ---- the cloze yardstick: hide one whole word and score it ------------------------------------------------
     @property
     def cloze_method(self) -> str:
-        return {"encoder": "[MASK] at the position", "decoder": "next-token prediction",
+        """How it asks the cloze question, for the report (markdown: token names in backticks)."""
+        return {"encoder": "`[MASK]` at the position", "decoder": "next-token prediction",
                 "encoder-decoder": "prefix LM, first decoder token"}[self.model_cfg.arch]
 
     def cloze_batch(self, windows: list[list[int]], positions: list[int], variant: str):

@@ -115,8 +115,8 @@ class TextInfilling(Objective):
     loss_meaning = ("cross-entropy of reconstructing the whole text, most of which its input shows (so its loss "
                     "is low and its accuracy high by construction)")
     cloze_overhead = 2  # <s> ... </s>
-    cloze_method = "<mask> infilling, teacher-forced decoder"
-    cloze_note = ("its <mask> stands for a span of 0..n words, so one hidden token is a narrower question than it "
+    cloze_method = "`<mask>` infilling, teacher-forced decoder"
+    cloze_note = ("its `<mask>` stands for a span of 0..n words, so one hidden token is a narrower question than it "
                   "trains on (it is not told that exactly one is missing); its decoder reads the original left "
                   "context, which its encoder sees too: no extra information, another route to the answer")
     Options = TextInfillingOptions

@@ -109,7 +109,7 @@ class SpanCorruption(Objective):
     perplexity = True
     loss_meaning = "cross-entropy on the dropped spans only, each behind its sentinel"
     cloze_overhead = 1  # ... </s>
-    cloze_method = "<extra_id_0>, first target token"
+    cloze_method = "`<extra_id_0>`, first target token"
     cloze_note = ("its sentinel stands for a span of about mean_span_length tokens, so one hidden token is a "
                   "narrower question than it trains on")
     Options = SpanCorruptionOptions

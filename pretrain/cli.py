@@ -7,8 +7,8 @@
     pretrain attention RUN_DIR --text "..." [--out maps.png]
 
 User mistakes print `error: <one line>` on stderr, exit status 2 for usage / configuration errors and 1 for errors
-at run time, without a traceback. Each subcommand imports its (heavy) modules only when it runs, so `pretrain`
-answers at once.
+at run time, without a traceback. Each subcommand imports its (heavy) modules only when it runs, so `pretrain`,
+`pretrain --help` and a mistyped command answer at once.
 """
 from __future__ import annotations
 

@@ -16,6 +16,11 @@ STYLE = ("body{font-family:sans-serif;max-width:1300px;margin:2em auto;padding:0
          "pre{background:#f7f7f7;padding:8px;white-space:pre-wrap;font-size:12px}img{max-width:100%}")
 
 
+def text(value) -> str:
+    """Plain text (a user's sentence, a file name) that markdown must not read as HTML."""
+    return html.escape(str(value), quote=False)
+
+
 def cell(value) -> str:
     """Text that stays inside one markdown table cell."""
     return str(value).replace("|", "\\|").replace("\n", " ")

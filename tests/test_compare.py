@@ -89,7 +89,8 @@ def test_report_files_table_plots_results(comparison):
     assert "Not comparable" in md and "Whole-word cloze" in md
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 + len(RUNS)  # 3 plots + one attention map per run
-    assert "<table>" in html and "src='plots/" not in html  # self-contained
+    assert "<table>" in html and "src='plots/" not in html and 'src="plots/' not in html  # self-contained
+    assert "<code>&lt;extra_id_0&gt;</code>, first target token" in html  # token names shown, not eaten as tags
     for png in ("val_loss_vs_tokens.png", "val_loss_vs_time.png", "yardstick.png"):
         check_png(out / "plots" / png)
     results = json.loads((out / "results.json").read_text())

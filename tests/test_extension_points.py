@@ -135,10 +135,11 @@ def test_the_comparison_yardstick_asks_the_objective(tmp_path, corpus):
     assert quiet(compare_main, [], defaults) == 0
     results = json.loads((tmp_path / "cmp" / "results.json").read_text())
     toy = next(r for r in results["runs"] if r["name"] == "bert+toy")
-    assert toy["yardstick"]["method"] == "word replaced by <pad>, read through the toy head"
+    assert toy["yardstick"]["method"] == "word replaced by `<pad>`, read through the toy head"
     assert toy["yardstick"]["both"]["n"] > 0 and 0 <= toy["yardstick"]["both"]["accuracy"] <= 1
     report = (tmp_path / "cmp" / "report.md").read_text()
-    assert "random-token denoising (a toy)" in report and "never on <pad> holes" in report
+    assert "random-token denoising (a toy)" in report and "never on `<pad>` holes" in report
+    assert "never on <code>&lt;pad&gt;</code> holes" in (tmp_path / "cmp" / "report.html").read_text()
 
 
 def test_a_new_family_trains_and_export_refuses_it_as_its_file_says(tmp_path, corpus):

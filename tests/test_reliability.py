@@ -159,6 +159,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_every_process_of_a_run_reports_the_main_processs_refusal(tmp_path):
+    """Two data-parallel processes on a corpus too small for one block: only the main process reads and packs it,
+    and both stop at once with its one error line (not a barrier timeout); nothing is left behind."""
+    tiny = write_corpus(tmp_path / "data", n_paragraphs=2)
+    flags = tiny_flags(tmp_path, tiny, steps=4, **{"run.sample": "false", "run.seq_len": "64",
+                                                  "run.dist_timeout": 600})
+    env = env_for(tmp_path, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2",
+                  LOCAL_WORLD_SIZE="2")
+    start = time.monotonic()
+    procs = [subprocess.Popen([sys.executable, "-m", "pretrain.cli", "train", *flags], cwd=REPO,
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    errors = [p.communicate(timeout=240)[1] for p in procs]
+    assert time.monotonic() - start < 120
+    lines = [one_error_line(err) for err in errors]
+    assert [p.returncode for p in procs] == [1, 1]
+    assert lines[0] == lines[1] and "fewer than one block" in lines[0], lines
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fate", ["dies", "hangs"])
 def test_survivor_of_a_two_process_run_exits_within_the_timeout(tmp_path, corpus, fate):

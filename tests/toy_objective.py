@@ -25,8 +25,8 @@ class RandomTokenDenoising(Objective):
     archs = ("encoder",)
     special_tokens = ("pad_token", "eos_token")
     loss_meaning = "cross-entropy of restoring the tokens that were replaced by random ones"
-    cloze_method = "word replaced by <pad>, read through the toy head"
-    cloze_note = "trains on random replacements, never on <pad> holes"
+    cloze_method = "word replaced by `<pad>`, read through the toy head"
+    cloze_note = "trains on random replacements, never on `<pad>` holes"
     Options = DenoiseOptions
 
     def __init__(self, tokenizer, model_cfg, options=None):

@@ -93,6 +93,6 @@ def from_hf_config(hf) -> ModelConfig:
 
 
 register_family(Family(
-    name="bart", title="BART", preset=PRESET, init=init, default_objective="infill", hf_class="BartForConditionalGeneration",
-    model_type="bart", table=tuple(TABLE), ignore=tuple(IGNORE), free=FREE, unsupported=unsupported,
-    to_hf_config=to_hf_config, from_hf_config=from_hf_config))
+    name="bart", title="BART", preset=PRESET, init=init, default_objective="infill",
+    hf_class="BartForConditionalGeneration", model_type="bart", table=tuple(TABLE), ignore=tuple(IGNORE), free=FREE,
+    unsupported=unsupported, to_hf_config=to_hf_config, from_hf_config=from_hf_config))

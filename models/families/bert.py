@@ -77,6 +77,6 @@ def from_hf_config(hf) -> ModelConfig:
 
 
 register_family(Family(
-    name="bert", title="BERT", preset=PRESET, init=init, default_objective="mlm", hf_class="BertForMaskedLM", model_type="bert",
-    table=tuple(TABLE), ignore=tuple(IGNORE), free=FREE, unsupported=unsupported, to_hf_config=to_hf_config,
-    from_hf_config=from_hf_config))
+    name="bert", title="BERT", preset=PRESET, init=init, default_objective="mlm", hf_class="BertForMaskedLM",
+    model_type="bert", table=tuple(TABLE), ignore=tuple(IGNORE), free=FREE, unsupported=unsupported,
+    to_hf_config=to_hf_config, from_hf_config=from_hf_config))

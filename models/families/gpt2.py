@@ -70,6 +70,6 @@ def from_hf_config(hf) -> ModelConfig:
 
 
 register_family(Family(
-    name="gpt2", title="GPT-2", preset=PRESET, init=init, default_objective="clm", hf_class="GPT2LMHeadModel", model_type="gpt2",
-    table=tuple(TABLE), ignore=tuple(IGNORE), free=FREE, unsupported=unsupported, to_hf_config=to_hf_config,
-    from_hf_config=from_hf_config))
+    name="gpt2", title="GPT-2", preset=PRESET, init=init, default_objective="clm", hf_class="GPT2LMHeadModel",
+    model_type="gpt2", table=tuple(TABLE), ignore=tuple(IGNORE), free=FREE, unsupported=unsupported,
+    to_hf_config=to_hf_config, from_hf_config=from_hf_config))

@@ -16,6 +16,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from ..data.corpus import DataConfig
 from ..data.tokenizer import TokenizerConfig
 from ..errors import ConfigError, UserError
+from ..inspect.attention import DEFAULT_TEXT
 from ..train.config import ModelSection, ObjectiveSection, one_line_parse_error
 
 
@@ -52,7 +53,7 @@ class CompareConfig:
     n_evals: int = 8
     max_param_spread: float = 0.10
     yardstick: YardstickSection = field(default_factory=YardstickSection)
-    attention_text: str = "The function returns a new list containing the items of the sequence in sorted order."
+    attention_text: str = DEFAULT_TEXT
     attention_layer: int = -1
     samples: bool = True
     progress: bool = True

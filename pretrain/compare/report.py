@@ -27,11 +27,12 @@ from models import num_params  # noqa: E402
 from objectives import objective_class  # noqa: E402
 
 from .. import document  # noqa: E402
+from ..atomic import write_text_atomic  # noqa: E402
 from ..data.corpus import describe_corpus  # noqa: E402
 from ..inspect.attention import attention_picture  # noqa: E402
 from ..inspect.sample import sample  # noqa: E402
 from ..train.run_dir import RunDir  # noqa: E402
-from ..train.saved_run import load_run_model, load_run_spec  # noqa: E402
+from ..train.saved_run import load_run_model, load_run_spec, read_config  # noqa: E402
 from .yardstick import CAVEATS, DEFINITION, cloze, cloze_positions, held_out_windows  # noqa: E402
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
@@ -110,7 +111,7 @@ def yardstick_window(cfg, runs: list[tuple[str, RunDir]]) -> int:
     for _, run_dir in runs:
         if run_dir.finished():
             model_cfg = run_dir.read_model_config(run_dir.final)
-            objective = objective_class((run_dir.read_config(run_dir.final).get("objective") or {}).get("name"))
+            objective = objective_class(read_config(run_dir, run_dir.final).objective.name)
             window = min(window, model_cfg.max_seq_len - objective.cloze_overhead)
     return window
 
@@ -307,10 +308,11 @@ def report_markdown(data: dict, cfg) -> str:
         "## Samples (greedy, from the same held-out text)",
         *[document.join(f"### {r['name']}", document.code(r.get("sample", "(samples off)"))) for r in done],
         "## Attention",
-        f"Layer {cfg.attention_layer} (all heads) on the sentence: \"{cfg.attention_text}\". Encoders attend both "
-        f"ways, decoders show the causal triangle, encoder-decoders show encoder self-attention, decoder "
-        f"self-attention and the cross-attention of the decoder (reading the sentence teacher-forced) over the "
-        f"encoder's tokens. `pretrain attention RUN --text \"...\"` draws the same picture for any run.",
+        f"Layer {cfg.attention_layer} (all heads) on the sentence: \"{document.text(cfg.attention_text)}\". "
+        f"Encoders attend both ways, decoders show the causal triangle, encoder-decoders show encoder "
+        f"self-attention, decoder self-attention and the cross-attention of the decoder (reading the sentence "
+        f"teacher-forced) over the encoder's tokens. `pretrain attention RUN --text \"...\"` draws the same "
+        f"picture for any run.",
         *[document.join(f"### {r['name']}", picture(f"attention {r['name']}", r["attention_png"]))
           for r in done if "attention_png" in r]]
     unfinished = ["## Not finished", f"Runs without a final model (rerun the comparison to finish them): "
@@ -321,8 +323,8 @@ def report_markdown(data: dict, cfg) -> str:
 def write_report(cfg, runs: list[tuple[str, RunDir]], tokenizer) -> dict:
     out = Path(cfg.output_dir)
     data = report_facts(cfg, runs, tokenizer)
-    (out / "results.json").write_text(json.dumps(data, indent=2, default=str))
+    write_text_atomic(out / "results.json", json.dumps(data, indent=2, default=str))
     text = report_markdown(data, cfg)
-    (out / "report.md").write_text(text)
-    (out / "report.html").write_text(document.to_html(text, "Pretraining objectives compared", out))
+    write_text_atomic(out / "report.md", text)
+    write_text_atomic(out / "report.html", document.to_html(text, "Pretraining objectives compared", out))
     return data

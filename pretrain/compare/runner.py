@@ -30,25 +30,30 @@ from accelerate.state import AcceleratorState, GradientState
 from models import num_params
 from objectives import objective_class
 
-from ..atomic import atomic_dir
+from ..atomic import atomic_dir, write_text_atomic
 from ..data.corpus import load_corpus
 from ..data.tokenizer import ROLES, load_tokenizer, tokenizer_for
 from ..errors import UserError
-from ..train.build import RunSpec, run_spec, step_budget
+from ..train.budget import Budget
+from ..train.build import RunSpec, run_spec
 from ..train.config import ObjectiveSection, load_config, parse_config
-from ..train.main import run_training
+from ..train.main import is_main_by_environment, run_training
 from ..train.run_dir import RunDir
+from ..train.saved_run import read_config
 from .config import CompareConfig, parse_compare_config, run_dir_name, selected_runs
 from .report import write_report
 
 
 @dataclass
 class PlannedRun:
-    name: str
+    run: dict  # the entry of `runs`
     run_dir: RunDir
     spec: RunSpec
     steps: int | None  # optimizer steps the token budget gives (None for a time budget)
-    parameters: int
+
+    @property
+    def name(self) -> str:
+        return self.run["name"]
 
 
 def run_defaults(cfg: CompareConfig, run: dict, tokenizer_dir: Path, n_steps: int | None) -> dict:
@@ -93,7 +98,8 @@ def shared_tokenizer(cfg: CompareConfig, runs: list[dict], is_main: bool, timeou
         if is_main:
             print(f"training the shared tokenizer ({cfg.tokenizer.kind}, {cfg.tokenizer.vocab_size} tokens, special "
                   f"roles {', '.join(roles)}) ...", flush=True)
-            tokenizer = tokenizer_for(cfg.tokenizer, load_corpus(cfg.data)[0], roles, seed=cfg.data.seed)
+            texts = None if cfg.tokenizer.path else load_corpus(cfg.data)[0]
+            tokenizer = tokenizer_for(cfg.tokenizer, texts, roles, seed=cfg.data.seed)
             with atomic_dir(target) as tmp:
                 tokenizer.save_pretrained(str(tmp))
         else:  # other processes wait for the main process's atomic rename
@@ -120,9 +126,9 @@ def plan(cfg: CompareConfig, runs: list[dict], tokenizer_dir: Path, tokenizer) -
     for r in runs:
         train_cfg = parse_config([], run_defaults(cfg, r, tokenizer_dir, None), "pretrain compare")
         spec = run_spec(train_cfg, tokenizer)
-        steps = step_budget(train_cfg, spec, world).max_steps if cfg.budget.max_tokens is not None else None
-        planned.append(PlannedRun(r["name"], RunDir(train_cfg.run.output_dir), spec, steps,
-                                  num_params(spec.model_cfg)))
+        budget = Budget(train_cfg.run, train_cfg.optim.warmup_steps, spec.block_length, world)
+        steps = budget.max_steps if cfg.budget.max_tokens is not None else None
+        planned.append(PlannedRun(r, RunDir(train_cfg.run.output_dir), spec, steps))
     return planned
 
 
@@ -141,8 +147,8 @@ def check_matched(cfg: CompareConfig, model_cfgs: dict) -> dict:
 # ---- running -------------------------------------------------------------------------------------------------------
 def check_same_budget(cfg: CompareConfig, name: str, run_dir: RunDir):
     """A finished run is only reused when it was trained with the budget asked for now."""
-    saved = run_dir.read_config().get("run") or {}
-    then = (saved.get("max_tokens"), saved.get("max_time"))
+    saved = read_config(run_dir, run_dir.final)
+    then = (saved.run.max_tokens, saved.run.max_time) if saved else (None, None)
     now = (cfg.budget.max_tokens, cfg.budget.max_time)
     if then != now:
         raise UserError(f"run {name} in {run_dir} finished with budget max_tokens {then[0]}, max_time {then[1]} but "
@@ -152,15 +158,17 @@ def check_same_budget(cfg: CompareConfig, name: str, run_dir: RunDir):
 
 def _reset_accelerate():
     """Forget the previous run's Accelerator settings (the process group, if any, stays)."""
-    AcceleratorState._reset_state(reset_partial_state=False)
-    GradientState._reset_state()
+    try:
+        AcceleratorState._reset_state(reset_partial_state=False)
+        GradientState._reset_state()
+    except AttributeError:  # an accelerate without these hooks: the next Accelerator copes or says why
+        pass
 
 
-def train_runs(cfg: CompareConfig, runs: list[dict], planned: list[PlannedRun], tokenizer_dir: Path,
-               is_main: bool) -> list[PlannedRun]:
-    """Train (or skip, or resume) every run; returns the runs, in order, for the report."""
-    for i, (r, p) in enumerate(zip(runs, planned), 1):
-        header = f"[run {i}/{len(runs)}] {p.name}"
+def train_runs(cfg: CompareConfig, planned: list[PlannedRun], tokenizer_dir: Path, is_main: bool):
+    """Train (or skip, or resume) every run."""
+    for i, p in enumerate(planned, 1):
+        header = f"[run {i}/{len(planned)}] {p.name}"
         if p.run_dir.finished():
             check_same_budget(cfg, p.name, p.run_dir)
             if is_main:
@@ -173,38 +181,37 @@ def train_runs(cfg: CompareConfig, runs: list[dict], planned: list[PlannedRun], 
         _reset_accelerate()
         start = time.perf_counter()
         train_cfg = load_config(["--resume"] if partial else ["--overwrite"],
-                                run_defaults(cfg, r, tokenizer_dir, p.steps), f"pretrain compare [{p.name}]")
+                                run_defaults(cfg, p.run, tokenizer_dir, p.steps), f"pretrain compare [{p.name}]")
         run_training(train_cfg)
         if is_main:
             print(f"{header}: done in {time.perf_counter() - start:.0f}s", flush=True)
-    return planned
 
 
 def run_comparison(cfg: CompareConfig) -> dict | None:
     """Train every selected run (skipping finished ones), then write the report. Returns the results (main
     process) or None (other processes)."""
-    is_main = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
+    is_main = is_main_by_environment()
     out = Path(cfg.output_dir)
     runs = selected_runs(cfg)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer_dir, tokenizer = shared_tokenizer(cfg, runs, is_main)
     planned = plan(cfg, runs, tokenizer_dir, tokenizer)
-    check_matched(cfg, {p.name: p.spec.model_cfg for p in planned})
+    counts = check_matched(cfg, {p.name: p.spec.model_cfg for p in planned})
     if is_main:
-        (out / "compare_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
+        write_text_atomic(out / "compare_config.json", json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
         print(f"comparing {len(runs)} runs on one tokenizer ({len(tokenizer)} tokens), budget "
               f"{_budget_text(cfg, ' / ', 's')} each:", flush=True)
         for p in planned:
             mc = p.spec.model_cfg
             layers = f"{mc.n_layers}+{mc.decoder_layers}" if mc.arch == "encoder-decoder" else f"{mc.n_layers}"
             print(f"  {p.name:14s} {mc.arch:16s} d_model {mc.d_model}, layers {layers}, d_ff {mc.d_ff}: "
-                  f"{p.parameters:,} parameters", flush=True)
+                  f"{counts[p.name]:,} parameters", flush=True)
     t0 = time.perf_counter()
-    trained = train_runs(cfg, runs, planned, tokenizer_dir, is_main)
+    train_runs(cfg, planned, tokenizer_dir, is_main)
     if not is_main:
         return None
     print(f"\nall runs trained ({time.perf_counter() - t0:.0f}s this session); writing the report ...", flush=True)
-    results = write_report(cfg, [(p.name, p.run_dir) for p in trained], tokenizer)
+    results = write_report(cfg, [(p.name, p.run_dir) for p in planned], tokenizer)
     print(f"report: {out / 'report.md'}  {out / 'report.html'}  {out / 'results.json'}", flush=True)
     return results
 

@@ -59,7 +59,7 @@ def token_stream(texts, tokenizer, num_proc=None) -> np.ndarray:
     """All documents' ids, each followed by eos, as one int32 array."""
     if tokenizer.eos_token_id is None:
         raise UserError("the tokenizer has no eos_token to separate documents; add one with "
-                        "pretrain.tokenizer.ensure_special_tokens(tokenizer, ('eos_token',))")
+                        "pretrain.data.tokenizer.ensure_special_tokens(tokenizer, ('eos_token',))")
     if len(texts) == 0:
         return np.zeros(0, np.int32)
     out = texts.map(_encode, batched=True, batch_size=ENCODE_BATCH, remove_columns=texts.column_names,

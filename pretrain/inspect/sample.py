@@ -54,10 +54,7 @@ def reconstruct(model, tokenizer, batch: dict, max_new: int) -> str:
     keep = batch["attention_mask"][0].bool() if "attention_mask" in batch else slice(None)
     src = batch["input_ids"][0][keep]
     enc = model.encode(src[None])
-    start = model.config.decoder_start_token_id
-    if start is None:
-        start = int(batch["decoder_input_ids"][0, 0])
-    out = torch.tensor([start], device=src.device)
+    out = batch["decoder_input_ids"][0, :1]  # the objective's decoder start token
     for _ in range(min(max_new, model.config.max_seq_len - 1)):
         hidden = model.decode(out[None], enc)
         nxt = model.logits(hidden[0, -1]).argmax(-1)

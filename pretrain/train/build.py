@@ -1,8 +1,8 @@
-"""The composition root: a config becomes a run -- tokenizer, model config, objective, block length, blocks, model
-and step budget. `pretrain train`, `pretrain eval` and `pretrain compare` all build their runs here.
+"""The composition root: a config becomes a run -- tokenizer, model config, objective, block length, blocks and
+model (the step budget follows from the block length: pretrain/train/budget.py). `pretrain train`, `pretrain eval`
+and `pretrain compare` all build their runs here.
 
     spec = run_spec(cfg, tokenizer)              # model config, objective, block length: no files read or written
-    budget = step_budget(cfg, spec, world_size)  # steps the budget gives
     run = build_run(cfg, accelerator)            # corpus read once, tokenizer, spec, blocks; then the run directory
 
 Every check that bad input can fail (config, corpus, tokenizer, objective against model and tokenizer, the resume
@@ -16,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration
 
@@ -29,7 +30,6 @@ from ..data.order import mix_seed
 from ..data.packing import pack_splits
 from ..data.tokenizer import ensure_special_tokens, tokenizer_fingerprint, tokenizer_for
 from ..errors import ConfigError, UserError
-from .budget import Budget
 from .checkpoint import CheckpointManager
 from .config import TrainConfig, config_hash, resolve_model_config, saved_form, to_yaml
 from .hardware import resolve_precision
@@ -73,10 +73,6 @@ def run_spec(cfg: TrainConfig, tokenizer, model_cfg: ModelConfig | None = None) 
     except UserError as e:
         raise ConfigError(" ".join(str(e).split())) from None
     return RunSpec(model_cfg, objective, block_length)
-
-
-def step_budget(cfg: TrainConfig, spec: RunSpec, world_size: int) -> Budget:
-    return Budget(cfg.run, cfg.optim.warmup_steps, spec.block_length, world_size)
 
 
 def cache_dir(cfg: TrainConfig) -> Path:
@@ -196,17 +192,40 @@ def build_run(cfg: TrainConfig, accelerator) -> Run:
     the run directory; the other processes then read its tokenizer and the blocks' cache."""
     run_dir = RunDir(cfg.run.output_dir)
     resume_from = resume_point(cfg, run_dir)
-    replacing = resume_from is None and cfg.run.overwrite and run_dir.holds_run()
+    replacing = cfg.run.resume != "auto" and cfg.run.overwrite  # a fresh start: nothing of an earlier run is reused
     accelerator.wait_for_everyone()  # every process has looked at the directory before the main one writes to it
-    run = None
-    if accelerator.is_main_process:
+
+    def prepare_main():
         check_writable(run_dir.path)
         run = _prepare(cfg, run_dir, resume_from, accelerator, reuse_tokenizer=not replacing)
         _write(run, replacing)
-    accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
-        run = _prepare(cfg, run_dir, resume_from, accelerator, reuse_tokenizer=True)
-    return run
+        return run
+
+    return on_main_first(accelerator, prepare_main,
+                         lambda: _prepare(cfg, run_dir, resume_from, accelerator, reuse_tokenizer=True))
+
+
+def on_main_first(accelerator, main, others):
+    """main() on the main process, then others() everywhere else. The others wait as long as the main process
+    takes (reading and packing a corpus can outlast run.dist_timeout: a gloo group of its own, without it) and
+    stop with its error line when it refuses the input."""
+    if accelerator.num_processes == 1:
+        return main()
+    group = dist.new_group(backend="gloo", timeout=timedelta(days=1))
+    outcome, result = [None], None
+    if accelerator.is_main_process:
+        try:
+            result = main()
+        except UserError as e:
+            outcome = [(isinstance(e, ConfigError), str(e))]
+        dist.broadcast_object_list(outcome, src=0, group=group)
+    else:
+        dist.broadcast_object_list(outcome, src=0, group=group)
+    dist.destroy_process_group(group)
+    if outcome[0] is not None:
+        usage, message = outcome[0]
+        raise (ConfigError if usage else UserError)(message)
+    return result if accelerator.is_main_process else others()
 
 
 def _prepare(cfg, run_dir: RunDir, resume_from, accelerator, reuse_tokenizer: bool) -> Run:
@@ -235,11 +254,11 @@ def _write(run: Run, replacing: bool):
         if replacing:
             run_dir.clear()
         run_dir.path.mkdir(parents=True, exist_ok=True)
-        if not run_dir.tokenizer.is_dir():
-            run_dir.save_tokenizer(run.tokenizer)
-        if run.resume_from is None:
+        if run.resume_from is None:  # config first: a directory holding anything of ours then holds a run
             run_dir.write_config(to_yaml(saved_form(run.cfg)))
             run_dir.write_model_config(run.spec.model_cfg)
+        if not run_dir.tokenizer.is_dir():
+            run_dir.save_tokenizer(run.tokenizer)
     except OSError as e:
         raise UserError(f"run directory {run_dir} cannot be written ({e.strerror or e}); choose another "
                         f"--run.output_dir") from None

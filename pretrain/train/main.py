@@ -26,7 +26,7 @@ def train_main(defaults: dict | None = None, argv: list[str] | None = None, prog
 def run_training(cfg: TrainConfig) -> dict:
     run_path = Path(cfg.run.output_dir)
     log_with, init_kwargs = tracker_setup(cfg.run.report_to, run_path, cfg.run.name or run_path.name,
-                                          is_main=_is_main_env())
+                                          is_main=is_main_by_environment())
     acc = make_accelerator(cfg, run_path, log_with)
     if acc.is_main_process:
         print(f"run directory: {run_path}\n--- config ---\n{to_yaml(cfg)}--------------", flush=True)
@@ -70,7 +70,8 @@ def _count(blocks) -> str:
     return f"{len(blocks):,}" if hasattr(blocks, "__len__") else "streamed"
 
 
-def _is_main_env() -> bool:
+def is_main_by_environment() -> bool:
+    """Whether this is the main process, from the launcher's environment (before any Accelerator exists)."""
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
 
 

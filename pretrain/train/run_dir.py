@@ -105,13 +105,6 @@ class RunDir:
             (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True))
 
     # ---- reading ----------------------------------------------------------------------------------------------
-    def read_config(self, fallback: Path | None = None) -> dict:
-        """config.yaml as a mapping ({} when the run has none; then `fallback`'s, e.g. final/config.yaml)."""
-        for path in (self.config, fallback / CONFIG if fallback else None):
-            if path is not None and path.is_file():
-                return read_yaml(path)
-        return {}
-
     def read_metrics(self, up_to_step: int | None = None) -> list[dict]:
         return read_metrics(self.metrics, up_to_step)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from accelerate.utils import DistributedType
 from torch.utils.checkpoint import checkpoint
 
 from ..data.order import DataOrder, StreamOrder, generator, mix_seed
@@ -71,6 +72,10 @@ class Trainer:
         self.tokens_per_step = self.budget.tokens_per_step
 
         own = objective.module
+        if own is not None and accelerator.distributed_type == DistributedType.DEEPSPEED:
+            raise UserError(f"objective '{objective.name}' trains parameters of its own beside the model, which "
+                            f"accelerate's DeepSpeed integration cannot prepare (one model per Accelerator); use "
+                            f"DDP or FSDP (recipes/accelerate/multi_gpu.yaml, fsdp.yaml)")
         trained = model if own is None else torch.nn.ModuleList([model, own])
         optimizer = build_optimizer(trained, cfg.optim, accelerator.device.type)
         if own is None:
@@ -83,7 +88,9 @@ class Trainer:
             enable_activation_checkpointing(self.module)
         if r.compile:
             self.module.compile()
-        self.params = [p for m in (self.model, self.own) if m is not None for p in m.parameters() if p.requires_grad]
+        # every trained parameter once (an objective's module may share some with the model)
+        self.params = list({id(p): p for m in (self.model, self.own) if m is not None
+                            for p in m.parameters() if p.requires_grad}.values())
         self.ckpt = CheckpointManager(self.run_dir.checkpoints, r.keep_last)
         self.metrics = MetricsLog(self.run_dir.metrics, enabled=accelerator.is_main_process)
         self.step, self.tokens, self.elapsed, self.epoch, self.index, self.skipped = 0, 0, 0.0, 0, 0, 0
