@@ -66,3 +66,52 @@ def test_model_lm_loss_equals_logits_path(preset):
     fused, _ = model.lm_loss(hidden, labels)
     plain = F.cross_entropy(model.logits(hidden).flatten(0, 1), labels.flatten())
     torch.testing.assert_close(fused, plain)
+
+
+def _head_grads(model, hidden, labels, dtype, fused, scale=65536.0):
+    """Gradients of the hidden states and the (tied) embedding through the LM head under CPU autocast, with a
+    GradScaler-style loss scale applied before backward and removed after."""
+    model.zero_grad()
+    h = hidden.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=dtype):
+        if fused:
+            loss, _ = model.lm_loss(h, labels)
+        else:
+            loss = F.cross_entropy(model.logits(h).float(), labels)
+    (loss * scale).backward()
+    return h.grad.float() / scale, model.tok_emb.weight.grad.float() / scale
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_gradients_equal_the_plain_path(dtype):
+    """fp16 (autocast's choice on GPUs without bf16) and bf16 with loss scaling: the fused head gives the plain
+    path's gradients. Under fp16 (softmax - onehot) / N mostly lies below fp16's smallest subnormal until the loss
+    scale multiplies it; rounded before that, every embedding row that is no target got exactly zero gradient."""
+    torch.manual_seed(0)
+    n, vocab = 1024, 32768  # 1 / (vocab * n) ~ 3e-8 < 6e-8, fp16's smallest subnormal
+    cfg = ModelConfig.preset("gpt2", vocab_size=vocab, d_model=32, n_layers=1, n_heads=2, d_ff=32, max_seq_len=16)
+    model = Transformer(cfg)
+    hidden, labels = torch.randn(n, 32), torch.randint(0, vocab, (n,))
+    ref_h, ref_w = _head_grads(model, hidden, labels, dtype, fused=False)
+    got_h, got_w = _head_grads(model, hidden, labels, dtype, fused=True)
+    for got, ref in ((got_h, ref_h), (got_w, ref_w)):
+        assert float((got - ref).norm() / ref.norm()) < 1e-2
+    assert not ((got_w == 0).all(1) & ~(ref_w == 0).all(1)).any()  # no row zeroed that the plain path updates
+    assert (~(ref_w == 0).all(1)).sum() > 0.9 * vocab                # (and almost every row has a gradient)
+
+
+def test_no_gradient_work_without_autograd():
+    """Evaluation (torch.no_grad) runs only the logits matmul per chunk: no gradient matmuls, no V x D buffer."""
+    from torch.profiler import profile
+
+    torch.manual_seed(0)
+    w = torch.randn(300, 16, requires_grad=True)  # a parameter, as the LM head's weight is
+    h, y = torch.randn(64, 16), torch.randint(0, 300, (64,))
+
+    def matmuls(grad: bool) -> int:
+        with torch.set_grad_enabled(grad), profile() as prof:
+            linear_cross_entropy(h, w, None, y, chunk_size=16)
+        return sum(e.count for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm", "aten::addmm_"))
+
+    assert matmuls(False) == 4       # 64 rows / 16 per chunk: one logits matmul each
+    assert matmuls(True) == 3 * 4    # logits, grad of hidden, grad of weight
