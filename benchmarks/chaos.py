@@ -11,8 +11,9 @@ Prints how many kills and resumes were survived with identical results. tests/te
 with fewer kills.
 
 Kill moments, in turn: "save" (PRETRAIN_FAULT=save:sleep holds a checkpoint between its files and its rename; the
-process is killed there), "step" (once metrics.jsonl reaches a random step), "startup" (a random time after launch:
-import, tokenizer training, packing, resume).
+process is killed there), "sigterm" and "sigint" (at a random step, what a scheduler / Ctrl-C sends: the run must
+stop after that step with a checkpoint of it and exit 75, resumable), "step" (SIGKILL once metrics.jsonl reaches a
+random step), "startup" (SIGKILL a random time after launch: import, tokenizer training, packing, resume).
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 WALL_CLOCK = {"tokens_per_s", "mfu", "elapsed"}
-KINDS = ("save", "step", "startup", "step")
+KINDS = ("save", "sigterm", "step", "sigint", "startup", "step")
+STOPPED = 75  # the exit status of a run that stopped on request with a checkpoint
 
 
 def base_env() -> dict:
@@ -94,6 +96,21 @@ def check_latest_loadable(run: Path) -> int | None:
     return state["step"]
 
 
+def stopped(proc: subprocess.Popen, run: Path, log: Path, signum) -> str:
+    """Send the signal to the run's process group; it must exit 75 with a checkpoint of the step it stopped at."""
+    os.killpg(proc.pid, signum)
+    code = proc.wait(timeout=120)
+    if code != STOPPED:
+        raise RuntimeError(f"{signal.Signals(signum).name}: exit {code}, not {STOPPED}; see {log}")
+    latest = check_latest_loadable(run)
+    trained = max(json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines())
+    if latest != trained:
+        raise RuntimeError(f"stopped after step {trained} but the newest checkpoint is step {latest}; see {log}")
+    if "--resume" not in log.read_text(errors="replace").splitlines()[-1]:
+        raise RuntimeError(f"the last line does not say how to continue; see {log}")
+    return f"stopped-{signal.Signals(signum).name.lower()}"
+
+
 def kill_group(proc: subprocess.Popen):
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -110,7 +127,7 @@ def one_attempt(argv, env, run: Path, log: Path, kind: str, steps: int, rng: ran
         env["PRETRAIN_FAULT"] = "save:sleep=120"
     proc = launch(argv, env, log)
     start = time.monotonic()
-    target_step = rng.randint(logged_step(run) + 1, steps - 1) if kind == "step" else None
+    target_step = rng.randint(logged_step(run) + 1, steps - 1) if kind in ("step", "sigterm", "sigint") else None
     delay = rng.uniform(0.2, 1.0) * startup if kind == "startup" else None
     try:
         while proc.poll() is None:
@@ -124,6 +141,9 @@ def one_attempt(argv, env, run: Path, log: Path, kind: str, steps: int, rng: ran
                 time.sleep(rng.uniform(0, 0.02))
                 kill_group(proc)
                 return "killed-step"
+            if kind in ("sigterm", "sigint") and logged_step(run) >= target_step:
+                time.sleep(rng.uniform(0, 0.02))
+                return stopped(proc, run, log, signal.SIGTERM if kind == "sigterm" else signal.SIGINT)
             if kind == "startup" and time.monotonic() - start >= delay:
                 kill_group(proc)
                 return "killed-startup"
@@ -165,7 +185,7 @@ def chaos(work: Path, kills: int = 10, steps: int = 60, seed: int = 0, verbose: 
     while done < kills:
         kind = KINDS[i % len(KINDS)]
         i += 1
-        if kind == "step" and logged_step(run) >= steps - 1:
+        if kind in ("step", "sigterm", "sigint") and logged_step(run) >= steps - 1:
             kind = "startup"  # no step left to reach: kill during start-up / resume / the final save instead
         outcome = one_attempt(argv, env, run, log, kind, steps, rng, startup=whole)
         if outcome == "finished":  # the run ended before this kill: nothing left to interrupt
@@ -198,7 +218,7 @@ def main():
     work = Path(args.work or tempfile.mkdtemp(prefix="chaos-"))
     result = chaos(work, args.kills, args.steps, args.seed)
     print(json.dumps(result, indent=2))
-    print(f"\n{result['kills']} kills ({', '.join(f'{n} {k}' for k, n in result['kinds'].items())}), "
+    print(f"\n{result['kills']} kills and stops ({', '.join(f'{n} {k}' for k, n in result['kinds'].items())}), "
           f"{result['resumes']} resumes: final parameters {'identical' if result['same_params'] else 'DIFFERENT'}, "
           f"loss curve {'identical' if result['same_curve'] else 'DIFFERENT'} to the uninterrupted run "
           f"({result['seconds']:.0f}s)")

@@ -7,13 +7,16 @@
     pretrain attention RUN_DIR --text "..." [--out maps.png]
 
 User mistakes print `error: <one line>` on stderr, exit status 2 for usage / configuration errors and 1 for errors
-at run time, without a traceback. Each subcommand imports its (heavy) modules only when it runs, so `pretrain`,
+at run time, without a traceback. A run stopped by SIGTERM or Ctrl-C after writing its checkpoint prints one line
+with the command that continues it and exits 75 (resumable); a second Ctrl-C aborts with 130. Each subcommand imports its (heavy) modules only when it runs, so `pretrain`,
 `pretrain --help` and a mistyped command answer at once.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -97,12 +100,19 @@ def main(argv=None) -> int:
     return run_guarded(COMMANDS[command], rest)
 
 
-def run_guarded(fn, argv) -> int:
-    """Run a command; UserError -> `error: msg` (exit 2 for ConfigError, 1 otherwise), no traceback."""
-    from .errors import ConfigError, UserError  # models.errors: importing it loads the backbone
+def run_guarded(fn, argv, continue_with=None) -> int:
+    """Run a command; UserError -> `error: msg` (exit 2 for ConfigError, 1 otherwise), no traceback. Stopped ->
+    one line naming the step and the command that continues (continue_with(run_dir) -> command), exit 75."""
+    from .errors import ConfigError, Stopped, UserError  # models.errors: importing it loads the backbone
 
+    continue_with = continue_with or (lambda run_dir: f"pretrain train --run.output_dir {shlex.quote(run_dir)} "
+                                                      f"--resume")
     try:
         return fn(argv) or 0
+    except Stopped as e:
+        if int(os.environ.get("RANK", "0") or 0) == 0:
+            print(f"stopped {e}; continue with: {continue_with(str(e.run_dir))}", file=sys.stderr, flush=True)
+        return Stopped.EXIT_STATUS
     except ConfigError as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
@@ -124,7 +134,10 @@ def run_recipe(defaults: dict, argv=None):
 
     prog = f"python {Path(sys.argv[0]).name}" if sys.argv and sys.argv[0] else "recipe"
     argv = list(sys.argv[1:] if argv is None else argv)
-    sys.exit(run_guarded(lambda a: train_main(defaults, a, prog=prog) and 0, argv))
+    script = shlex.quote(sys.argv[0]) if sys.argv and sys.argv[0] else "the recipe"
+    sys.exit(run_guarded(lambda a: train_main(defaults, a, prog=prog) and 0, argv,
+                         continue_with=lambda run_dir: f"python {script} --run.output_dir {shlex.quote(run_dir)} "
+                                                       f"--resume"))
 
 
 if __name__ == "__main__":

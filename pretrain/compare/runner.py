@@ -33,7 +33,7 @@ from objectives import objective_class
 from ..atomic import atomic_dir, write_text_atomic
 from ..data.corpus import load_corpus
 from ..data.tokenizer import ROLES, load_tokenizer, tokenizer_for
-from ..errors import UserError
+from ..errors import Stopped, UserError
 from ..train.budget import Budget
 from ..train.build import RunSpec, run_spec
 from ..train.config import ObjectiveSection, load_config, parse_config
@@ -227,6 +227,11 @@ def compare_main(argv=None, defaults: dict | None = None, prog: str = "pretrain 
     cfg = parse_compare_config(argv, defaults, prog)
     try:
         run_comparison(cfg)
+    except Stopped as e:  # SIGTERM / first Ctrl-C: the current run's checkpoint is written
+        if is_main_by_environment():
+            print(f"stopped {e}; give the same command again to continue (finished runs are skipped, this one "
+                  f"resumes)", file=sys.stderr, flush=True)
+        return Stopped.EXIT_STATUS
     except KeyboardInterrupt:
         print(f"error: interrupted; give the same command again to continue (finished runs are skipped, the "
               f"current one resumes from its last checkpoint in {cfg.output_dir}/runs)", file=sys.stderr)

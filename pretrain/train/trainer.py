@@ -7,6 +7,9 @@ resumed from a checkpoint therefore computes the same batches, masks and losses 
 
 An objective with parameters of its own (`objective.module`) has them prepared, optimized, clipped, checkpointed
 and resumed together with the model; the objective reaches the prepared version as `model.own`.
+
+SIGTERM or a first Ctrl-C (stop.py) on any process: every process finishes the same optimizer step (the request
+travels with the step's metric reduction), writes the checkpoint and raises Stopped.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from accelerate.utils import DistributedType
 from torch.utils.checkpoint import checkpoint
 
 from ..data.order import DataOrder, StreamOrder, generator, mix_seed
-from ..errors import UserError
+from ..errors import Stopped, UserError
 from .budget import Budget
 from .checkpoint import CheckpointManager, fault_point
 from .evaluation import validation_metrics, with_perplexity
@@ -30,6 +33,7 @@ from .model_handle import ModelHandle
 from .optim import build_optimizer, lr_factor, set_lr
 from .progress import Progress
 from .run_dir import RunDir
+from .stop import StopRequests
 
 
 def enable_activation_checkpointing(model: torch.nn.Module) -> int:
@@ -97,6 +101,7 @@ class Trainer:
         self.flops = 0.0  # training FLOPs so far (all processes), for compute-matched comparisons
         self._peak = None
         self._resumed_from = None
+        self.stops = StopRequests()
 
     @property
     def own_module(self):
@@ -179,6 +184,7 @@ class Trainer:
                     sums["_acc_weighted"] = sums.get("_acc_weighted", 0.0) + weighted
                 flops += self._flops(batch)
                 if self.acc.sync_gradients:
+                    sums["_stop"] = torch.tensor(float(self.stops.requested))  # reduced with the metrics
                     row = self._reduce(sums, r.grad_accum)
                     nonfinite = not math.isfinite(row["loss"])
                     if not nonfinite:
@@ -208,7 +214,7 @@ class Trainer:
     def _reduce(self, sums: dict, n_micro: int) -> dict:
         """Mean over micro-batches and ranks; accuracy weighted by n_predicted, n_predicted summed."""
         keys = sorted(sums)
-        values = [sums[k] if k in ("n_predicted", "_acc_weighted") else sums[k] / n_micro for k in keys]
+        values = [sums[k] if k in ("n_predicted", "_acc_weighted", "_stop") else sums[k] / n_micro for k in keys]
         values.append(torch.tensor(time.perf_counter() - self._t0 + self._elapsed0))
         vec = torch.stack([torch.as_tensor(v, device=self.acc.device).float().reshape(()) for v in values])
         if self.world > 1:
@@ -262,31 +268,10 @@ class Trainer:
             if acc.is_main_process else Progress(False)
         last_eval, last_saved = {}, self.step if resume_from else None
         try:
-            while not self.finished():
-                t = time.perf_counter()
-                row = self.train_step()
-                dt = max(time.perf_counter() - t, 1e-9)
-                flops = row.pop("_flops")
-                self.flops += flops
-                tps = self.tokens_per_step / dt
-                if not r.peak_flops:  # the run's own rate bounds the peak from below (a probe can hit a slow spell)
-                    self._peak = max(self._peak, flops / dt)
-                row = {"split": "train", "step": self.step, "tokens": self.tokens, "epoch": self.epoch, **row,
-                       "tokens_per_s": tps, "mfu": flops / dt / self._peak, "flops": self.flops,
-                       "elapsed": self.elapsed}
-                self._log(row)
-                self.bar.update(self.budget.done_fraction(self.step, self.elapsed), self.step,
-                                row.get("loss", float("nan")), tps, row["mfu"])
-                stopping = self.finished() or (r.stop_at_step is not None and self.step >= r.stop_at_step)
-                if self.step % r.eval_every == 0 or self.finished():
-                    last_eval = self._eval_and_log()
-                if self.step % r.save_every == 0 or stopping:
-                    self.save_checkpoint()
-                    last_saved = self.step
-                if stopping and not self.finished():
-                    if acc.is_main_process:
-                        self.bar.write(f"stopped at step {self.step} (run.stop_at_step); continue with --resume")
-                    return {"stopped_at": self.step}
+            with self.stops:
+                last_eval, last_saved = self._loop(last_eval, last_saved)
+            if last_eval.get("stopped_at") is not None:
+                return last_eval
             if last_saved != self.step:
                 self.save_checkpoint()
             if not last_eval:
@@ -307,6 +292,40 @@ class Trainer:
             self.bar.close()
             self.metrics.close()
         return last_eval
+
+    def _loop(self, last_eval: dict, last_saved):
+        """Steps until the budget is spent; returns (last validation, last saved step), with {"stopped_at": step}
+        as the validation when run.stop_at_step ends it early; raises Stopped on a stop request."""
+        r = self.run_cfg
+        while not self.finished():
+            t = time.perf_counter()
+            row = self.train_step()
+            dt = max(time.perf_counter() - t, 1e-9)
+            stop_requested = row.pop("_stop") > 0  # on any process: every process stops after this step
+            flops = row.pop("_flops")
+            self.flops += flops
+            tps = self.tokens_per_step / dt
+            if not r.peak_flops:  # the run's own rate bounds the peak from below (a probe can hit a slow spell)
+                self._peak = max(self._peak, flops / dt)
+            row = {"split": "train", "step": self.step, "tokens": self.tokens, "epoch": self.epoch, **row,
+                   "tokens_per_s": tps, "mfu": flops / dt / self._peak, "flops": self.flops, "elapsed": self.elapsed}
+            self._log(row)
+            self.bar.update(self.budget.done_fraction(self.step, self.elapsed), self.step,
+                            row.get("loss", float("nan")), tps, row["mfu"])
+            stopping = self.finished() or stop_requested or (r.stop_at_step is not None and self.step >= r.stop_at_step)
+            if self.step % r.eval_every == 0 or self.finished():
+                last_eval = self._eval_and_log()
+            if self.step % r.save_every == 0 or stopping:
+                checkpoint = self.save_checkpoint()
+                last_saved = self.step
+            if stop_requested and not self.finished():
+                raise Stopped(self.stops.signal_name or "a stop request on another process", self.step, checkpoint,
+                              self.run_dir.path)
+            if stopping and not self.finished():
+                if self.acc.is_main_process:
+                    self.bar.write(f"stopped at step {self.step} (run.stop_at_step); continue with --resume")
+                return {"stopped_at": self.step}, last_saved
+        return last_eval, last_saved
 
     def _eval_and_log(self) -> dict:
         metrics = self.validate()
