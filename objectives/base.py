@@ -204,6 +204,15 @@ class Objective:
     def conventional_decoder_start(self) -> int:
         return self.pad_id  # T5's convention
 
+    def real_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """Bool [B, L]: not padding. Packing pads the corpus's last block (data.tail pad) at its end with the pad
+        token, which must never be a target nor attended to; text never holds the pad token (packing reads special
+        tokens' text as plain text). A tokenizer whose pad is its eos cannot tell them apart: nothing is padding."""
+        if self.pad_id is None or self.pad_id == self.eos_id:
+            return torch.ones_like(ids, dtype=torch.bool)
+        trailing = (ids == self.pad_id).flip(1).cumprod(dim=1).flip(1)  # pads from some position to the end
+        return ~trailing.bool()
+
     def _non_special_ids(self) -> torch.Tensor:
         """Vocabulary ids that may be drawn as random replacements: everything except special tokens."""
         if not hasattr(self, "_random_pool"):

@@ -53,16 +53,19 @@ class CausalLM(Objective):
         block = as_blocks(blocks)
         if block.shape[1] < 2:
             raise ValueError("clm needs blocks of at least 2 tokens (block_length(seq_len) = seq_len + 1)")
+        real = self.real_tokens(block)  # padding (data.tail pad) is never a target; it is right padding
         if not self.prefix_lm:
-            return {"input_ids": block[:, :-1], "labels": block[:, 1:]}
+            return {"input_ids": block[:, :-1], "labels": block[:, 1:].masked_fill(~real[:, 1:], -100)}
         batch, length = block.shape
         seq_len = length - 1
         split = torch.randint(1, length, (batch, 1), generator=generator)  # prefix length, 1 .. seq_len
+        n_real = real.sum(dim=1, keepdim=True)
+        split = 1 + (split - 1) * (n_real - 1).clamp(min=1) // seq_len  # a padded row: within its real tokens
         pos = torch.arange(seq_len).expand(batch, seq_len)
-        in_prefix = pos < split
+        in_prefix = (pos < split) & real[:, :seq_len]
         encoder = torch.where(in_prefix, block[:, :seq_len], self.pad_id)
         source = (split + pos).clamp(max=length - 1)  # position in the block of each target token
-        in_target = split + pos < length
+        in_target = (split + pos < length) & real.gather(1, source)
         labels = torch.where(in_target, block.gather(1, source), -100)
         previous = torch.where(in_target, block.gather(1, (source - 1).clamp(min=0)), self.pad_id)
         previous[:, 0] = self.decoder_start_id

@@ -6,17 +6,19 @@ After fairseq's DenoisingDataset.add_whole_word_mask with BART's settings (span-
 - mask_ratio of the words (word starts from the tokenizer, see base.word_start_table) are masked, in spans whose
   lengths (in words) are drawn from Poisson(poisson_lambda) until they cover the budget, the last one trimmed;
 - each span becomes one token: <mask>, or with probability random_ratio a random non-special token;
-- a zero-length span becomes an insertion: a <mask> (or random token) added at a random place;
+- a zero-length span becomes an insertion: a <mask> (or random token) added at a random place, every one of them
+  (as fairseq does); where they outnumber the tokens the masking removed the input grows past seq_len, and the
+  batch is as wide as its longest input. At BART's poisson_lambda 3 that never happens; below 2 it does, and
+  block_length refuses a model whose max_seq_len leaves no room for it;
 - with permute_sentences, the block's sentences (ending in a token whose text ends with . ! ? or in EOS) are
   shuffled before masking, as BART's sentence permutation;
 - labels are the original framed block; the decoder reads it shifted right behind the decoder start token
-  (the model config's; BART: </s>, the tokenizer's EOS); inputs are right-padded to seq_len with an
-  attention_mask.
+  (the model config's; BART: </s>, the tokenizer's EOS); inputs are right-padded with an attention_mask;
+- the corpus's last block with data.tail pad is noised over its real tokens only; its padding is no target.
 
 One deliberate difference from fairseq: spans are placed without overlapping (a uniformly random arrangement of
 the spans among the unmasked words), so mask_ratio is the fraction actually masked; fairseq draws span starts
-independently and overlapping spans mask about 0.26 for 0.3. Insertions are capped so the input never
-outgrows seq_len (the cap only bites on tiny blocks).
+independently and overlapping spans mask about 0.26 for 0.3.
 """
 import math
 from dataclasses import dataclass
@@ -76,7 +78,7 @@ def infill_noise(content, starts, mask_ratio, poisson_lambda, random_ratio, mask
     values[span_start] = replacement
     noised = values[~masked | span_start]
 
-    inserts = min(int((lengths == 0).sum()), int(masked.sum()) - len(spans))  # never longer than the content
+    inserts = int((lengths == 0).sum())
     if inserts > 0:
         total = len(noised) + inserts
         at = torch.zeros(total, dtype=torch.bool)
@@ -134,29 +136,47 @@ class TextInfilling(Objective):
     def block_length(self, seq_len):
         if seq_len < 3:
             raise UserError(f"objective 'infill' needs seq_len >= 3 (<s>, text, </s>), got {seq_len}")
+        room = self.model_cfg.max_seq_len - seq_len
+        growth = insertion_growth(seq_len - 2, self.options.mask_ratio, self.options.poisson_lambda)
+        if growth > room:
+            raise UserError(f"objective 'infill': at poisson_lambda={self.options.poisson_lambda} zero-length spans "
+                            f"insert up to about {growth} masks more than the masking removes from a block of "
+                            f"{seq_len}; raise model.max_seq_len to at least {seq_len + growth} or use "
+                            f"poisson_lambda >= 2")
         return seq_len - 2
 
     def collate(self, blocks, generator):
         o = self.options
         ids = as_blocks(blocks)
         batch, length = ids.shape
-        inputs = torch.full((batch, length + 2), self.pad_id)
-        attention_mask = torch.zeros((batch, length + 2), dtype=torch.long)
+        lengths = self.real_tokens(ids).sum(dim=1).tolist()  # padding (data.tail pad) is neither noised nor a target
         special = torch.isin(ids, self.special_ids)
+        noised_rows = []
         for row in range(batch):
-            content, row_special = ids[row], special[row]
+            content, row_special = ids[row, :lengths[row]], special[row, :lengths[row]]
             if o.permute_sentences:
                 order = permutation_of_sentences(self.ends_sentence[content], generator)
                 content, row_special = content[order], row_special[order]
             noised, _, _ = infill_noise(content, word_starts(content, self.starts_word, row_special),
                                         o.mask_ratio, o.poisson_lambda, o.random_ratio, self.mask_id,
                                         lambda n: self._random_tokens((n,), generator), generator)
+            noised_rows.append(noised)
+        width = max(length, max(len(r) for r in noised_rows)) + 2
+        if width > max(length + 2, self.model_cfg.max_seq_len):  # grown by insertions past the model's positions
+            raise UserError(f"objective 'infill': insertions made an input of {width} tokens, longer than "
+                            f"model.max_seq_len {self.model_cfg.max_seq_len}; raise it or use poisson_lambda >= 2")
+        inputs = torch.full((batch, width), self.pad_id)
+        attention_mask = torch.zeros((batch, width), dtype=torch.long)
+        labels = torch.full((batch, length + 2), -100)
+        for row, noised in enumerate(noised_rows):
             inputs[row, 0], inputs[row, len(noised) + 1] = self.bos_id, self.eos_id
             inputs[row, 1:len(noised) + 1] = noised
             attention_mask[row, :len(noised) + 2] = 1
-        labels = torch.cat([torch.full((batch, 1), self.bos_id), ids, torch.full((batch, 1), self.eos_id)], dim=1)
+            n = lengths[row]
+            labels[row, 0], labels[row, 1:n + 1], labels[row, n + 1] = self.bos_id, ids[row, :n], self.eos_id
         start = torch.full((batch, 1), self.decoder_start_id)
-        return with_padding({"input_ids": inputs, "decoder_input_ids": torch.cat([start, labels[:, :-1]], dim=1),
+        previous = labels[:, :-1].masked_fill(labels[:, :-1] == -100, self.pad_id)
+        return with_padding({"input_ids": inputs, "decoder_input_ids": torch.cat([start, previous], dim=1),
                              "labels": labels}, "attention_mask", attention_mask)
 
     def loss(self, model, batch):
@@ -172,6 +192,20 @@ class TextInfilling(Objective):
                    for r, p in zip(cut(windows, positions, variant), positions)]
         decoder = [[self.decoder_start_id, bos] + r[:p] for r, p in zip(windows, positions)]
         return self.seq2seq_cloze(encoder, decoder, [p + 1 for p in positions])
+
+
+def insertion_growth(words: int, mask_ratio: float, poisson_lambda: float, rows: int = 200) -> int:
+    """How many tokens insertions may add beyond what the masking of `words` words removes (the most over `rows`
+    seeded draws of the span lengths; 0 when they always fit). Words stand in for tokens, which only removes more."""
+    budget = math.ceil(words * mask_ratio)
+    if budget == 0:
+        return 0
+    g = torch.Generator().manual_seed(0)
+    most = 0
+    for _ in range(rows):
+        lengths = span_lengths(budget, poisson_lambda, g)
+        most = max(most, int((lengths == 0).sum()) - (budget - int((lengths > 0).sum())))
+    return most
 
 
 def sentence_end_table(tokenizer) -> torch.Tensor:

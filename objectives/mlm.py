@@ -4,7 +4,7 @@ Each non-special token is selected with `mlm_probability` (or each word, with `w
 `mask_replace` become the mask token, `random_replace` a random non-special token, the rest stay unchanged (BERT
 does this so the model cannot tell which positions it is asked about, and keeps a representation for every
 token). Labels are the original ids on selected positions, -100 elsewhere. Packed blocks have no padding, so the
-batch has no attention_mask.
+batch has no attention_mask; only the corpus's last block with data.tail pad has one (padding is never selected).
 
 The loss is computed on the selected positions only ("sparse prediction"): their hidden states are gathered
 before the LM head, so the [tokens, vocab] projection costs ~15% of the dense one.
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Objective, as_blocks, check_fraction, predict, register
+from .base import Objective, as_blocks, check_fraction, predict, register, with_padding
 from .words import word_start_table, word_starts
 
 
@@ -61,7 +61,8 @@ class MaskedLM(Objective):
         to_random = selected & (how >= o.mask_replace) & (how < o.mask_replace + o.random_replace)
         inputs = ids.masked_fill(to_mask, self.mask_id)
         inputs = torch.where(to_random, self._random_tokens(ids.shape, generator), inputs)
-        return {"input_ids": inputs, "labels": ids.masked_fill(~selected, -100)}
+        return with_padding({"input_ids": inputs, "labels": ids.masked_fill(~selected, -100)}, "attention_mask",
+                            self.real_tokens(ids))
 
     def loss(self, model, batch):
         hidden = model(batch["input_ids"], attention_mask=batch.get("attention_mask"),

@@ -14,7 +14,9 @@ run_t5_mlm_flax.py), with the NumPy shuffles replaced by draws from the torch ge
 - `block_length(seq_len)` is the largest L whose inputs fit seq_len (512 -> 568 raw, 114 targets). The inputs
   are then exactly seq_len long for any noise_density < 0.5 and seq_len >= 10; T5's own arithmetic leaves them
   one short for a few lengths at noise_density 0.5 (its targets-length adjustment) and below 10;
-- the decoder reads the targets shifted right behind the decoder start token (the model config's; T5: pad).
+- the decoder reads the targets shifted right behind the decoder start token (the model config's; T5: pad);
+- the corpus's last block with data.tail pad is corrupted over its real tokens only, its inputs and targets
+  right-padded (an attention_mask, targets -100).
 
 Spans are counted from min(noise, non-noise) as in Hugging Face's port; for noise_density <= 0.5 this is T5's
 count, above it keeps every non-noise run non-empty.
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 
 from models.errors import UserError
 
-from .base import Objective, as_blocks, check_fraction, cut, predict, register
+from .base import Objective, as_blocks, check_fraction, cut, predict, register, with_padding
 
 
 def span_counts(length: int, noise_density: float, mean_span_length: float) -> tuple:
@@ -142,13 +144,40 @@ class SpanCorruption(Objective):
         if length < 2:
             raise ValueError("span corruption needs blocks of at least 2 tokens")
         self._check_sentinels(length)
-        noise = random_spans_noise_mask(batch, length, self.options.noise_density, self.options.mean_span_length,
-                                        generator)
-        inputs = noise_span_to_unique_sentinel(ids, noise, self.sentinel_ids, self.eos_id)
-        labels = noise_span_to_unique_sentinel(ids, ~noise, self.sentinel_ids, self.eos_id)
+        real = self.real_tokens(ids)
+        if not bool(real.all()):
+            return self._collate_padded(ids, real.sum(dim=1), generator)
+        inputs, labels = self._corrupt(ids, generator)
         start = torch.full((batch, 1), self.decoder_start_id)
         return {"input_ids": inputs, "decoder_input_ids": torch.cat([start, labels[:, :-1]], dim=1),
                 "labels": labels}
+
+    def _corrupt(self, ids, generator):
+        """(inputs, targets) of rows of one length: noise spans -> sentinels, and the complement."""
+        o = self.options
+        noise = random_spans_noise_mask(ids.shape[0], ids.shape[1], o.noise_density, o.mean_span_length, generator)
+        return (noise_span_to_unique_sentinel(ids, noise, self.sentinel_ids, self.eos_id),
+                noise_span_to_unique_sentinel(ids, ~noise, self.sentinel_ids, self.eos_id))
+
+    def _collate_padded(self, ids, lengths, generator):
+        """Rows with padding (data.tail pad): each corrupted over its real tokens, then everything right-padded."""
+        pairs = []
+        for row, n in zip(ids, lengths.tolist()):
+            if n >= 2:
+                inputs, labels = self._corrupt(row[None, :n], generator)
+                pairs.append((inputs[0], labels[0]))
+            else:  # one real token: nothing to drop
+                pairs.append((torch.cat([row[:n], torch.tensor([self.eos_id])]), torch.tensor([self.eos_id])))
+        width_in, width_out = max(len(i) for i, _ in pairs), max(len(t) for _, t in pairs)
+        inputs = torch.full((len(pairs), width_in), self.pad_id)
+        mask = torch.zeros((len(pairs), width_in), dtype=torch.long)
+        labels = torch.full((len(pairs), width_out), -100)
+        for r, (i, t) in enumerate(pairs):
+            inputs[r, :len(i)], mask[r, :len(i)], labels[r, :len(t)] = i, 1, t
+        start = torch.full((len(pairs), 1), self.decoder_start_id)
+        previous = torch.cat([start, labels[:, :-1].masked_fill(labels[:, :-1] == -100, self.pad_id)], dim=1)
+        return with_padding({"input_ids": inputs, "decoder_input_ids": previous, "labels": labels},
+                            "attention_mask", mask)
 
     def loss(self, model, batch):
         hidden = model(batch["input_ids"], attention_mask=batch.get("attention_mask"),

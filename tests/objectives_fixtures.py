@@ -67,9 +67,10 @@ def text_blocks(tokenizer, batch: int, length: int) -> torch.Tensor:
 
 
 def random_blocks(tokenizer, batch: int, length: int, seed: int = 0, special_rate: float = 0.05) -> torch.Tensor:
-    """Uniform non-special ids with some special tokens sprinkled in."""
+    """Uniform non-special ids with some special tokens sprinkled in (not the pad token: packed text never holds
+    it; only the corpus's last block ends in padding, see padded_blocks)."""
     g = torch.Generator().manual_seed(seed)
-    specials = torch.tensor(tokenizer.all_special_ids)
+    specials = torch.tensor([t for t in tokenizer.all_special_ids if t != tokenizer.pad_token_id])
     ordinary = torch.tensor([v for v in range(len(tokenizer)) if v not in set(tokenizer.all_special_ids)])
     ids = ordinary[torch.randint(len(ordinary), (batch, length), generator=g)]
     sprinkle = torch.rand(batch, length, generator=g) < special_rate
@@ -91,6 +92,13 @@ def model_config(preset: str, tokenizer, **overrides) -> ModelConfig:
     if preset == "bart":
         sizes.update(decoder_start_token_id=tokenizer.eos_token_id)
     return ModelConfig.preset(preset, **{**sizes, **overrides})
+
+
+def padded_blocks(tokenizer, batch: int, length: int, real: int) -> torch.Tensor:
+    """Text blocks whose last row holds `real` tokens and then the pad token (data.tail pad's last block)."""
+    blocks = text_blocks(tokenizer, batch, length)
+    blocks[-1, real:] = tokenizer.pad_token_id
+    return blocks
 
 
 def tiny_model(preset: str, tokenizer, **overrides) -> Transformer:

@@ -1,6 +1,7 @@
 """Text infilling: 30% masked in Poisson spans, one mask per span, unmasked text kept in order, target = original."""
 import math
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -53,10 +54,9 @@ def test_removing_masks_recovers_unmasked_tokens_in_order(seed, n, start_rate, m
     num_words = int(words[-1])
     masked_words = len(words[masked].unique())
     assert masked_words == math.ceil(num_words * mask_ratio) == int(lengths.sum())
-    spans = int((lengths > 0).sum())
-    inserts = int((noised == MASK).sum()) - spans
-    assert 0 <= inserts <= int((lengths == 0).sum())                      # one mask per span, plus insertions
-    assert len(noised) <= n                                               # never longer than the content
+    spans, zero_length = int((lengths > 0).sum()), int((lengths == 0).sum())
+    assert int((noised == MASK).sum()) == spans + zero_length             # one mask per span, every insertion
+    assert len(noised) == n - int(masked.sum()) + spans + zero_length     # (fairseq's: the input may grow)
 
 
 def test_random_replacements_are_about_ten_percent_and_not_special():
@@ -135,3 +135,52 @@ def test_infill_trains_a_tiny_bart():
     batch = obj.collate(text_blocks(tok, 8, obj.block_length(64)), torch.Generator().manual_seed(0))
     losses = train_steps(obj, model, batch)
     assert losses[-1] < losses[0] - 0.5, losses
+
+
+def test_small_poisson_lambda_inserts_every_mask_where_the_model_has_room():
+    """Zero-length spans are all inserted (fairseq): at lambda 0.5 they outnumber what the masking removes, so the
+    input grows past seq_len; a model without the room is refused when the block length is asked, in one line."""
+    from models.errors import UserError
+
+    tok = bpe()
+    with pytest.raises(UserError, match="poisson_lambda=0.5.*raise model.max_seq_len to at least") as err:
+        build_objective("infill", tok, model_config("bart", tok, max_seq_len=64), poisson_lambda=0.5).block_length(64)
+    assert "\n" not in str(err.value)
+    obj = build_objective("infill", tok, model_config("bart", tok, max_seq_len=128), poisson_lambda=0.5)
+    assert obj.block_length(64) == 62  # room enough
+    blocks = text_blocks(tok, 8, 62)
+    batch = obj.collate(blocks, torch.Generator().manual_seed(0))
+    assert batch["input_ids"].shape[1] > 64 and batch["labels"].shape == (8, 64)  # grown inputs, same targets
+    assert (batch["input_ids"] == tok.mask_token_id).sum(1).float().mean() > 0.4 * 62 * 0.3  # the insertions
+    default = build_objective("infill", tok, model_config("bart", tok, max_seq_len=64))
+    assert default.block_length(64) == 62 and default.collate(blocks, torch.Generator())["input_ids"].shape[1] == 64
+
+
+def test_spans_and_insertions_are_spread_over_the_block():
+    """Where the masks stand: spans anywhere among the words and insertions anywhere in the row, not bunched at
+    the start or the end (the position of the k-th mask, over many rows, averages to the middle)."""
+    g = torch.Generator().manual_seed(0)
+    n, rows = 300, 300
+    content, starts = torch.arange(n), torch.ones(n, dtype=torch.bool)
+    span_centres, insert_centres = [], []
+    for _ in range(rows):
+        noised, masked, lengths = noise(content, starts, g, lam=1.0)  # many zero-length spans
+        span_centres.append(masked.nonzero().float().mean() / n)
+        kept = noised != MASK
+        realigned = torch.cumsum(kept, 0)  # how many content tokens precede each position
+        masks = (~kept).nonzero().squeeze(1)
+        insert_centres.append(realigned[masks].float().mean() / kept.sum())
+    for centres in (span_centres, insert_centres):
+        assert abs(float(torch.stack(centres).mean()) - 0.5) < 0.05
+
+
+def test_sentence_permutation_reorders_the_input():
+    tok = bpe()
+    blocks = text_blocks(tok, 16, 120)
+    permuted = build_objective("infill", tok, model_config("bart", tok), permute_sentences=True, mask_ratio=0.0)
+    plain = build_objective("infill", tok, model_config("bart", tok), mask_ratio=0.0)
+    a = permuted.collate(blocks, torch.Generator().manual_seed(0))["input_ids"][:, 1:-1]
+    b = plain.collate(blocks, torch.Generator().manual_seed(0))["input_ids"][:, 1:-1]
+    assert torch.equal(b, blocks)
+    assert (a != blocks).any(1).float().mean() > 0.5  # most multi-sentence rows come out in another order
+    assert torch.equal(a.sort(1).values, blocks.sort(1).values)

@@ -149,3 +149,27 @@ def test_a_new_objective_is_one_registered_class():
             build_objective("copy-test", wordpiece(), model_config("bert", wordpiece()), shift=-1)
     finally:
         del OBJECTIVES["copy-test"]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_padding_is_never_a_target_nor_attended(name):
+    """data.tail pad leaves the corpus's last block ending in padding: every objective keeps it out of the loss
+    (no label is the pad token) and out of attention (the encoder's attention_mask is 0 there)."""
+    from objectives_fixtures import padded_blocks
+
+    make_tok, archs = CASES[name]
+    tok = make_tok()
+    for arch in archs:
+        obj = build_objective(name, tok, model_config(PRESET[arch], tok))
+        blocks = padded_blocks(tok, 3, obj.block_length(40), real=11)
+        batch = obj.collate(blocks, torch.Generator().manual_seed(0))
+        assert not (batch["labels"] == tok.pad_token_id).any()
+        assert ((batch["labels"] != -100).sum(1) > 0).all()  # the padded row still trains on its real tokens
+        pads = batch["input_ids"] == tok.pad_token_id
+        mask = batch.get("attention_mask")
+        if arch == "decoder":  # right padding of a causal model: no real position can see it
+            assert mask is None and not pads[:2].any()
+        else:
+            assert mask is not None and not mask.bool()[pads].any() and mask.bool()[~pads].all()
+        if name in ("mlm", "span") or arch == "decoder":  # blocks without padding: no mask, the fast path
+            assert "attention_mask" not in obj.collate(blocks[:2], torch.Generator().manual_seed(0))

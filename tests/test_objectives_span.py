@@ -101,3 +101,20 @@ def test_span_trains_a_tiny_t5():
     batch = obj.collate(text_blocks(tok, 8, obj.block_length(64)), torch.Generator().manual_seed(0))
     losses = train_steps(obj, model, batch)
     assert losses[-1] < losses[0] - 0.5, losses
+
+
+def test_noise_span_lengths_vary_as_t5s_random_segmentation():
+    """The noise is cut into spans at uniformly random places: lengths average noise / spans and spread widely
+    (equal-length spans, or one long span and the rest of length 1, would fail here)."""
+    g = torch.Generator().manual_seed(0)
+    noise = random_spans_noise_mask(2000, 568, 0.15, 3.0, g)
+    num_noise, num_spans = span_counts(568, 0.15, 3.0)
+    starts = noise & ~torch.nn.functional.pad(noise[:, :-1], (1, 0))
+    run_id = starts.cumsum(1)
+    lengths = torch.stack([(noise & (run_id == k)).sum(1) for k in range(1, num_spans + 1)], 1).float()
+    assert (lengths >= 1).all() and torch.allclose(lengths.sum(1), torch.tensor(float(num_noise)))
+    # a random composition of 85 into 28 positive parts: each part is 1 + a count of mean 57/28 and variance
+    # about mean * (1 + mean) -- std ~ 2.4
+    assert abs(lengths.mean().item() - num_noise / num_spans) < 1e-4
+    assert 2.0 < lengths.std().item() < 2.8
+    assert lengths.max(1).values.float().mean() > 6  # the longest span of a row is typically well above the mean
