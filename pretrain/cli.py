@@ -8,8 +8,9 @@
 
 User mistakes print `error: <one line>` on stderr, exit status 2 for usage / configuration errors and 1 for errors
 at run time, without a traceback. A run stopped by SIGTERM or Ctrl-C after writing its checkpoint prints one line
-with the command that continues it and exits 75 (resumable); a second Ctrl-C aborts with 130. Each subcommand imports its (heavy) modules only when it runs, so `pretrain`,
-`pretrain --help` and a mistyped command answer at once.
+with the command that continues it and exits 75 (resumable); a second Ctrl-C aborts with 130. Each subcommand
+imports its (heavy) modules only when it runs, so `pretrain`, `pretrain --help` and a mistyped command answer at
+once.
 """
 from __future__ import annotations
 

@@ -113,3 +113,18 @@ def test_streaming_run_wraps_epochs_and_resumes_exactly(tmp_path):
     assert losses(run_b) == losses(run_a)
     final_a, final_b = load_file(run_a / "final" / "model.safetensors"), load_file(run_b / "final" / "model.safetensors")
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+
+def test_console_says_what_happens_in_one_line_per_phase(tmp_path, capsys):
+    """--resume with nothing to resume says it starts from step 0; the tokenizer line says when the corpus gave
+    another size than asked; `datasets`' own progress bars do not show between our lines."""
+    corpus = write_corpus(tmp_path / "data", n_paragraphs=80)
+    assert cli_main(["train", *tiny_flags(tmp_path, corpus, steps=2, **{"run.sample": "false"}), "--resume"]) == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    assert f"--resume: no complete checkpoint in {tmp_path / 'run' / 'checkpoints'}; starting from step 0" in out
+    assert "corpus: local files `corpus.txt`" in out and " training / " in out
+    assert "tokenizer: trained wordpiece" in out and "warning: tokenizer.vocab_size asked 400" in out
+    for bar in ("Generating train split", "Casting the dataset", "Saving the dataset", "cleaning documents",
+                "tokenizing"):
+        assert bar not in out + captured.err, bar

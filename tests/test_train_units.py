@@ -158,3 +158,16 @@ def test_activation_checkpointing_same_gradients():
             assert q.grad is None
         else:
             assert torch.allclose(p.grad, q.grad, atol=1e-6), n
+
+
+def test_progress_bar_text(capsys):
+    from pretrain.train.progress import Progress
+
+    bar = Progress(True)
+    bar.update(0.5, 10, 1.25, 1000.0, 0.5)
+    bar.bar.refresh()
+    bar.close()
+    shown = capsys.readouterr().err.replace("\r", "\n").splitlines()[-1]
+    assert shown.startswith("train:  50%|")
+    assert shown.endswith("| step 10 loss 1.2500 tok/s 1,000 mfu 50.0% eta 0:00:00")  # no ", " before "step"
+

@@ -28,7 +28,7 @@ from objectives import objective_class  # noqa: E402
 
 from .. import document  # noqa: E402
 from ..atomic import write_text_atomic  # noqa: E402
-from ..data.corpus import describe_corpus  # noqa: E402
+from ..data.corpus import describe_corpus, quiet_datasets  # noqa: E402
 from ..inspect.attention import attention_picture  # noqa: E402
 from ..inspect.sample import sample  # noqa: E402
 from ..train.run_dir import RunDir  # noqa: E402
@@ -229,7 +229,8 @@ def report_facts(cfg, runs: list[tuple[str, RunDir]], tokenizer) -> dict:
     (out / "plots").mkdir(parents=True, exist_ok=True)
     y = cfg.yardstick
     window = yardstick_window(cfg, runs)
-    windows = held_out_windows(cfg.data, tokenizer, window, y.n_windows, y.seed)
+    with quiet_datasets():
+        windows = held_out_windows(cfg.data, tokenizer, window, y.n_windows, y.seed)
     positions = cloze_positions(windows, tokenizer, y.min_context, y.min_right, y.seed)
     results = []
     for name, run_dir in runs:

@@ -31,7 +31,7 @@ from models import num_params
 from objectives import objective_class
 
 from ..atomic import atomic_dir, write_text_atomic
-from ..data.corpus import load_corpus
+from ..data.corpus import load_corpus, quiet_datasets
 from ..data.tokenizer import ROLES, load_tokenizer, tokenizer_for
 from ..errors import Stopped, UserError
 from ..train.budget import Budget
@@ -98,7 +98,8 @@ def shared_tokenizer(cfg: CompareConfig, runs: list[dict], is_main: bool, timeou
         if is_main:
             print(f"training the shared tokenizer ({cfg.tokenizer.kind}, {cfg.tokenizer.vocab_size} tokens, special "
                   f"roles {', '.join(roles)}) ...", flush=True)
-            texts = None if cfg.tokenizer.path else load_corpus(cfg.data)[0]
+            with quiet_datasets():
+                texts = None if cfg.tokenizer.path else load_corpus(cfg.data)[0]
             tokenizer = tokenizer_for(cfg.tokenizer, texts, roles, seed=cfg.data.seed)
             with atomic_dir(target) as tmp:
                 tokenizer.save_pretrained(str(tmp))

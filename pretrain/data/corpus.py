@@ -27,6 +27,7 @@ import glob
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
@@ -339,6 +340,23 @@ def load_corpus(cfg: DataConfig):
     train = mix(train_parts, cfg.weights, cfg.seed)
     val = mix(val_parts, None, cfg.seed)
     return train, val
+
+
+@contextmanager
+def quiet_datasets():
+    """No `datasets` progress bars ("Generating train split", "Casting the dataset", "Saving the dataset") while
+    the corpus is read and packed: the caller prints one line per phase of its own."""
+    was_disabled = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets.enable_progress_bars()
+
+
+def count_documents(texts) -> str:
+    return f"{len(texts):,}" if hasattr(texts, "__len__") else "streamed"
 
 
 def describe_corpus(cfg: DataConfig) -> str:

@@ -25,7 +25,7 @@ from models.convert import from_transformers
 from objectives import build_objective, objective_class
 
 from ..atomic import unwritable_reason
-from ..data.corpus import load_corpus
+from ..data.corpus import count_documents, describe_corpus, load_corpus, quiet_datasets
 from ..data.order import mix_seed
 from ..data.packing import pack_splits
 from ..data.tokenizer import ensure_special_tokens, tokenizer_fingerprint, tokenizer_for
@@ -170,10 +170,13 @@ class Run:
     state: dict  # run_state(): recorded in every checkpoint
 
 
-def resume_point(cfg: TrainConfig, run_dir: RunDir) -> Path | None:
+def resume_point(cfg: TrainConfig, run_dir: RunDir, say=print) -> Path | None:
     """The checkpoint to resume from, or None; refuses a directory that holds another run (nothing touched)."""
     if cfg.run.resume == "auto":
-        return run_dir.latest_checkpoint()
+        latest = run_dir.latest_checkpoint()
+        if latest is None:
+            say(f"--resume: no complete checkpoint in {run_dir.checkpoints}; starting from step 0")
+        return latest
     if run_dir.holds_run() and not cfg.run.overwrite:
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to replace it, "
                           f"or choose another --run.output_dir")
@@ -191,7 +194,7 @@ def build_run(cfg: TrainConfig, accelerator) -> Run:
     """The main process reads the corpus (once), makes the tokenizer, the spec and the blocks, and only then writes
     the run directory; the other processes then read its tokenizer and the blocks' cache."""
     run_dir = RunDir(cfg.run.output_dir)
-    resume_from = resume_point(cfg, run_dir)
+    resume_from = resume_point(cfg, run_dir, say=print if accelerator.is_main_process else lambda line: None)
     replacing = cfg.run.resume != "auto" and cfg.run.overwrite  # a fresh start: nothing of an earlier run is reused
     accelerator.wait_for_everyone()  # every process has looked at the directory before the main one writes to it
 
@@ -229,21 +232,40 @@ def on_main_first(accelerator, main, others):
 
 
 def _prepare(cfg, run_dir: RunDir, resume_from, accelerator, reuse_tokenizer: bool) -> Run:
+    say = print if accelerator.is_main_process else (lambda line: None)
     roles = objective_class(cfg.objective.name).special_tokens
-    texts = load_corpus(cfg.data)
-    if reuse_tokenizer and run_dir.tokenizer.is_dir():  # resume, or the main process's for the others
-        tokenizer = run_dir.read_tokenizer()
-    else:
-        tokenizer = tokenizer_for(cfg.tokenizer, texts[0], roles, seed=cfg.data.seed,
-                                  progress=accelerator.is_main_process)
-    tokenizer = ensure_special_tokens(tokenizer, roles)
-    spec = run_spec(cfg, tokenizer)
-    state = run_state(cfg, spec, tokenizer)
-    if resume_from is not None:  # before the (slow) packing: a mismatched checkpoint is refused at once
-        check_resume(CheckpointManager.read_state(resume_from), state, resume_from)
-    train_blocks, val_blocks = corpus_blocks(cfg, tokenizer, spec.block_length, texts, accelerator.process_index,
-                                             accelerator.num_processes)
+    with quiet_datasets():
+        texts = load_corpus(cfg.data)
+        say(f"corpus: {describe_corpus(cfg.data)}: {count_documents(texts[0])} training / "
+            f"{count_documents(texts[1])} validation documents")
+        if reuse_tokenizer and run_dir.tokenizer.is_dir():  # resume, or the main process's for the others
+            tokenizer = run_dir.read_tokenizer()
+        else:
+            tokenizer = tokenizer_for(cfg.tokenizer, texts[0], roles, seed=cfg.data.seed,
+                                      progress=accelerator.is_main_process)
+            say(tokenizer_summary(cfg, tokenizer))
+        tokenizer = ensure_special_tokens(tokenizer, roles)
+        spec = run_spec(cfg, tokenizer)
+        state = run_state(cfg, spec, tokenizer)
+        if resume_from is not None:  # before the (slow) packing: a mismatched checkpoint is refused at once
+            check_resume(CheckpointManager.read_state(resume_from), state, resume_from)
+        train_blocks, val_blocks = corpus_blocks(cfg, tokenizer, spec.block_length, texts,
+                                                 accelerator.process_index, accelerator.num_processes)
     return Run(cfg, run_dir, tokenizer, spec, train_blocks, val_blocks, resume_from, state)
+
+
+def tokenizer_summary(cfg: TrainConfig, tokenizer) -> str:
+    """One line on the tokenizer just made; it says so when the corpus gave another size than asked."""
+    t = cfg.tokenizer
+    if t.path:
+        return f"tokenizer: loaded from {t.path}, {len(tokenizer):,} tokens"
+    size = tokenizer.backend_tokenizer.get_vocab_size(with_added_tokens=False)
+    line = f"tokenizer: trained {t.kind}, {len(tokenizer):,} tokens"
+    if size != t.vocab_size:
+        why = "the corpus has too little text for more" if size < t.vocab_size else \
+            "a tokenizer needs every character of the corpus"
+        line += f" (warning: tokenizer.vocab_size asked {t.vocab_size:,}; {why})"
+    return line
 
 
 def _write(run: Run, replacing: bool):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.corpus import quiet_datasets
 from ..errors import ConfigError
 from .build import corpus_blocks
 from .evaluation import validation_metrics
@@ -24,6 +25,7 @@ def evaluate_run(run_dir: str, batches: int | None = None, checkpoint: str | Non
         if module is not None:
             module.to(device)
     cfg = record.config
-    _, val_blocks = corpus_blocks(cfg, tokenizer, spec.block_length)
+    with quiet_datasets():
+        _, val_blocks = corpus_blocks(cfg, tokenizer, spec.block_length)
     metrics = validation_metrics(model, spec.objective, val_blocks, cfg.run.batch_size, cfg.run.seed, batches)
     return {"run_dir": str(Path(run_dir)), "weights": str(record.weights), **metrics}

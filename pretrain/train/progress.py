@@ -13,9 +13,9 @@ class Progress:
     def __init__(self, enabled: bool, initial_fraction: float = 0.0):
         self.bar = None
         if enabled:
+            # our text in {desc}: tqdm writes {postfix} as ", " + postfix
             self.bar = tqdm(total=1000, initial=int(1000 * initial_fraction), dynamic_ncols=True,
-                            bar_format="{l_bar}{bar}| {postfix}", desc="train", mininterval=0.5)
-        self.last = 0
+                            bar_format="train: {percentage:3.0f}%|{bar}| {desc}", mininterval=0.5)
         self.start_fraction, self.start_time = initial_fraction, time.perf_counter()
 
     def update(self, fraction: float, step: int, loss: float, tokens_per_s: float, mfu: float):
@@ -27,8 +27,8 @@ class Progress:
         done = fraction - self.start_fraction
         spent = time.perf_counter() - self.start_time
         eta = spent * (1 - fraction) / done if done > 0 else float("nan")
-        self.bar.set_postfix_str(f"step {step} loss {loss:.4f} tok/s {tokens_per_s:,.0f} "
-                                 f"mfu {100 * mfu:.1f}% eta {_fmt_time(eta)}", refresh=False)
+        self.bar.set_description_str(f"step {step} loss {loss:.4f} tok/s {tokens_per_s:,.0f} "
+                                     f"mfu {100 * mfu:.1f}% eta {_fmt_time(eta)}", refresh=False)
 
     def write(self, message: str):
         if self.bar is not None:
