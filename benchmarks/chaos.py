@@ -100,6 +100,8 @@ def stopped(proc: subprocess.Popen, run: Path, log: Path, signum) -> str:
     """Send the signal to the run's process group; it must exit 75 with a checkpoint of the step it stopped at."""
     os.killpg(proc.pid, signum)
     code = proc.wait(timeout=120)
+    if code == 0 and (run / "final").is_dir():  # the request landed in the last step: the run simply finished
+        return "finished"
     if code != STOPPED:
         raise RuntimeError(f"{signal.Signals(signum).name}: exit {code}, not {STOPPED}; see {log}")
     latest = check_latest_loadable(run)
@@ -127,7 +129,9 @@ def one_attempt(argv, env, run: Path, log: Path, kind: str, steps: int, rng: ran
         env["PRETRAIN_FAULT"] = "save:sleep=120"
     proc = launch(argv, env, log)
     start = time.monotonic()
-    target_step = rng.randint(logged_step(run) + 1, steps - 1) if kind in ("step", "sigterm", "sigint") else None
+    # a stop request needs a step after the one it lands in (on the last step the run just finishes)
+    last = steps - 2 if kind in ("sigterm", "sigint") else steps - 1
+    target_step = rng.randint(logged_step(run) + 1, last) if kind in ("step", "sigterm", "sigint") else None
     delay = rng.uniform(0.2, 1.0) * startup if kind == "startup" else None
     try:
         while proc.poll() is None:
@@ -185,7 +189,7 @@ def chaos(work: Path, kills: int = 10, steps: int = 60, seed: int = 0, verbose: 
     while done < kills:
         kind = KINDS[i % len(KINDS)]
         i += 1
-        if kind in ("step", "sigterm", "sigint") and logged_step(run) >= steps - 1:
+        if kind in ("step", "sigterm", "sigint") and logged_step(run) >= steps - 2:
             kind = "startup"  # no step left to reach: kill during start-up / resume / the final save instead
         outcome = one_attempt(argv, env, run, log, kind, steps, rng, startup=whole)
         if outcome == "finished":  # the run ended before this kill: nothing left to interrupt
