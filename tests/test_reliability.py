@@ -160,18 +160,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def two_processes(tmp_path: Path, flags: list[str]) -> list[subprocess.Popen]:
+    """`pretrain train FLAGS` as two data-parallel processes (gloo), rendezvous by environment as on two
+    machines (under torchrun the agent would kill a survivor itself, which hides what each process does)."""
+    env = env_for(tmp_path, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2",
+                  LOCAL_WORLD_SIZE="2")
+    return [subprocess.Popen([sys.executable, "-m", "pretrain.cli", "train", *flags], cwd=REPO,
+                             env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+
+
 def test_every_process_of_a_run_reports_the_main_processs_refusal(tmp_path):
     """Two data-parallel processes on a corpus too small for one block: only the main process reads and packs it,
     and both stop at once with its one error line (not a barrier timeout); nothing is left behind."""
     tiny = write_corpus(tmp_path / "data", n_paragraphs=2)
     flags = tiny_flags(tmp_path, tiny, steps=4, **{"run.sample": "false", "run.seq_len": "64",
                                                   "run.dist_timeout": 600})
-    env = env_for(tmp_path, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2",
-                  LOCAL_WORLD_SIZE="2")
     start = time.monotonic()
-    procs = [subprocess.Popen([sys.executable, "-m", "pretrain.cli", "train", *flags], cwd=REPO,
-                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    procs = two_processes(tmp_path, flags)
     errors = [p.communicate(timeout=240)[1] for p in procs]
     assert time.monotonic() - start < 120
     lines = [one_error_line(err) for err in errors]
@@ -186,11 +192,7 @@ def test_sigterm_to_one_process_stops_every_process_after_the_same_step(tmp_path
     one complete checkpoint of it, and exit 75 (resumable); the main process says how to continue."""
     flags = tiny_flags(tmp_path, corpus, steps=4000, **{"run.save_every": 10000, "run.eval_every": 10000,
                                                         "run.sample": "false", "run.mixed_precision": "no"})
-    env = env_for(tmp_path, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2",
-                  LOCAL_WORLD_SIZE="2")
-    procs = [subprocess.Popen([sys.executable, "-m", "pretrain.cli", "train", *flags], cwd=REPO,
-                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    procs = two_processes(tmp_path, flags)
     metrics = tmp_path / "run" / "metrics.jsonl"
     try:
         deadline = time.monotonic() + 120
@@ -227,11 +229,7 @@ def test_survivor_of_a_two_process_run_exits_within_the_timeout(tmp_path, corpus
     flags = tiny_flags(tmp_path, corpus, steps=400, **{"run.save_every": 1000, "run.eval_every": 1000,
                                                        "run.sample": "false", "run.mixed_precision": "no",
                                                        "run.dist_timeout": timeout_s})
-    base = env_for(tmp_path, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE="2",
-                   LOCAL_WORLD_SIZE="2")
-    procs = [subprocess.Popen([sys.executable, "-m", "pretrain.cli", "train", *flags], cwd=REPO,
-                              env={**base, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    procs = two_processes(tmp_path, flags)
     metrics = tmp_path / "run" / "metrics.jsonl"
     try:
         deadline = time.monotonic() + 120
