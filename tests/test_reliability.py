@@ -170,6 +170,15 @@ def two_processes(tmp_path: Path, flags: list[str]) -> list[subprocess.Popen]:
                              stderr=subprocess.PIPE, text=True) for r in (0, 1)]
 
 
+def wait_until_training(procs: list[subprocess.Popen], metrics: Path, rows: int) -> None:
+    """Return once both processes have logged `rows` metric rows; fail if either exits or nothing comes in 120 s."""
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= rows):
+        assert procs[0].poll() is None and procs[1].poll() is None, procs[0].stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "the 2-process run did not start training"
+        time.sleep(0.05)
+
+
 def test_every_process_of_a_run_reports_the_main_processs_refusal(tmp_path):
     """Two data-parallel processes on a corpus too small for one block: only the main process reads and packs it,
     and both stop at once with its one error line (not a barrier timeout); nothing is left behind."""
@@ -195,11 +204,7 @@ def test_sigterm_to_one_process_stops_every_process_after_the_same_step(tmp_path
     procs = two_processes(tmp_path, flags)
     metrics = tmp_path / "run" / "metrics.jsonl"
     try:
-        deadline = time.monotonic() + 120
-        while not (metrics.is_file() and metrics.read_text().count("\n") >= 5):
-            assert procs[0].poll() is None and procs[1].poll() is None, procs[0].stderr.read()[-3000:]
-            assert time.monotonic() < deadline, "the 2-process run did not start training"
-            time.sleep(0.05)
+        wait_until_training(procs, metrics, rows=5)
         os.kill(procs[1].pid, signal.SIGTERM)
         outputs = [p.communicate(timeout=120) for p in procs]
     finally:
@@ -232,11 +237,7 @@ def test_survivor_of_a_two_process_run_exits_within_the_timeout(tmp_path, corpus
     procs = two_processes(tmp_path, flags)
     metrics = tmp_path / "run" / "metrics.jsonl"
     try:
-        deadline = time.monotonic() + 120
-        while not (metrics.is_file() and metrics.read_text().count("\n") >= 3):
-            assert procs[0].poll() is None and procs[1].poll() is None, procs[0].stderr.read()[-3000:]
-            assert time.monotonic() < deadline, "the 2-process run did not start training"
-            time.sleep(0.05)
+        wait_until_training(procs, metrics, rows=3)
         os.kill(procs[1].pid, signal.SIGKILL if fate == "dies" else signal.SIGSTOP)
         t = time.monotonic()
         try:
