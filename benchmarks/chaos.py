@@ -13,7 +13,9 @@ with fewer kills.
 Kill moments, in turn: "save" (PRETRAIN_FAULT=save:sleep holds a checkpoint between its files and its rename; the
 process is killed there), "sigterm" and "sigint" (at a random step, what a scheduler / Ctrl-C sends: the run must
 stop after that step with a checkpoint of it and exit 75, resumable), "step" (SIGKILL once metrics.jsonl reaches a
-random step), "startup" (SIGKILL a random time after launch: import, tokenizer training, packing, resume).
+random step), "startup" (SIGKILL a random time after launch, within the uninterrupted run's start-up: import,
+tokenizer, packing, resume). For the three step kinds PRETRAIN_FAULT=step:sleep holds the step after the chosen one,
+so the signal lands in that step however late this process sees the log, never after the run has ended.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 WALL_CLOCK = {"tokens_per_s", "mfu", "elapsed"}
 KINDS = ("save", "sigterm", "step", "sigint", "startup", "step")
 STOPPED = 75  # the exit status of a run that stopped on request with a checkpoint
+HOLD_S = 3.0  # how long the step after a chosen step is held for its signal to land in
 
 
 def base_env() -> dict:
@@ -125,14 +128,17 @@ def one_attempt(argv, env, run: Path, log: Path, kind: str, steps: int, rng: ran
                 startup: float = 6.0, timeout: float = 240) -> str:
     """Run until killed per `kind` (returns "killed-<kind>") or until the run ends by itself ("finished")."""
     env = dict(env)
+    target_step = None
     if kind == "save":
         env["PRETRAIN_FAULT"] = "save:sleep=120"
+    elif kind in ("step", "sigterm", "sigint"):
+        # the signal lands in step target+1 (held); a stop request there needs one more step before the last
+        last = steps - 3 if kind in ("sigterm", "sigint") else steps - 1
+        target_step = rng.randint(logged_step(run) + 1, last)
+        env.update({"PRETRAIN_FAULT": f"step:sleep={HOLD_S}", "PRETRAIN_FAULT_STEP": str(target_step + 1)})
+    delay = rng.uniform(0.2, 1.0) * startup if kind == "startup" else None
     proc = launch(argv, env, log)
     start = time.monotonic()
-    # a stop request needs a step after the one it lands in (on the last step the run just finishes)
-    last = steps - 2 if kind in ("sigterm", "sigint") else steps - 1
-    target_step = rng.randint(logged_step(run) + 1, last) if kind in ("step", "sigterm", "sigint") else None
-    delay = rng.uniform(0.2, 1.0) * startup if kind == "startup" else None
     try:
         while proc.poll() is None:
             if time.monotonic() - start > timeout:
@@ -160,6 +166,22 @@ def one_attempt(argv, env, run: Path, log: Path, kind: str, steps: int, rng: ran
     return "finished"
 
 
+def straight_run(argv: list[str], env: dict, run: Path, log: Path) -> float:
+    """The uninterrupted run; returns its start-up time (launch to the first logged step)."""
+    proc = launch(argv, env, log)
+    start, startup = time.monotonic(), None
+    while proc.poll() is None:
+        if startup is None and logged_step(run) >= 1:
+            startup = time.monotonic() - start
+        if time.monotonic() - start > 300:
+            kill_group(proc)
+            raise TimeoutError(f"the uninterrupted run did not end within 300s; see {log}")
+        time.sleep(0.01)
+    if proc.returncode != 0 or startup is None:
+        raise RuntimeError(f"uninterrupted run failed (exit {proc.returncode}):\n{log.read_text()[-3000:]}")
+    return startup
+
+
 def chaos(work: Path, kills: int = 10, steps: int = 60, seed: int = 0, verbose: bool = True) -> dict:
     """Returns {"kills": n, "resumes": n, "identical": bool, "kinds": {...}, "seconds": s}."""
     import torch
@@ -174,12 +196,7 @@ def chaos(work: Path, kills: int = 10, steps: int = 60, seed: int = 0, verbose: 
     say = print if verbose else (lambda *a, **k: None)
 
     straight = work / "straight" / "run"
-    t = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "pretrain.cli", *flags(work, corpus, "straight", steps)], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        raise RuntimeError(f"uninterrupted run failed:\n{proc.stderr[-3000:]}")
-    whole = time.monotonic() - t  # "startup" kills land anywhere in a whole run's time
+    startup = straight_run(flags(work, corpus, "straight", steps), env, straight, work / "straight.log")
 
     run, log = work / "chaos" / "run", work / "chaos.log"
     # the uninterrupted run's tokenizer: `tokenizers`' WordPiece trainer breaks frequency ties in hash order, so two
@@ -189,9 +206,9 @@ def chaos(work: Path, kills: int = 10, steps: int = 60, seed: int = 0, verbose: 
     while done < kills:
         kind = KINDS[i % len(KINDS)]
         i += 1
-        if kind in ("step", "sigterm", "sigint") and logged_step(run) >= steps - 2:
-            kind = "startup"  # no step left to reach: kill during start-up / resume / the final save instead
-        outcome = one_attempt(argv, env, run, log, kind, steps, rng, startup=whole)
+        if kind in ("step", "sigterm", "sigint") and logged_step(run) >= steps - 3:
+            kind = "startup"  # no step left to reach: kill during start-up / resume instead
+        outcome = one_attempt(argv, env, run, log, kind, steps, rng, startup=startup)
         if outcome == "finished":  # the run ended before this kill: nothing left to interrupt
             say(f"attempt {i}: finished before the '{kind}' kill")
             break
