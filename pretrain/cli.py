@@ -3,6 +3,7 @@
     pretrain train [--config X.yaml] [--section.key value ...] [--resume] [--overwrite]
     pretrain eval RUN_DIR [--batches N] [--checkpoint step_N]
     pretrain export RUN_DIR --out DIR [--push-to-hub ORG/NAME]   |   pretrain export --from-hub ID --out RUN
+    pretrain finetune RUN_OR_FOLDER [--task stdlib-area | --task train.csv | --task hub:DATASET[:CONFIG]]
     pretrain compare CONFIG.yaml [--only a+b,c+d]
     pretrain attention RUN_DIR --text "..." [--out maps.png]
 
@@ -27,6 +28,7 @@ commands:
   train      train a model: pretrain train [--config X.yaml] [--model.preset bert] [--objective.name mlm] ...
   eval       evaluate a finished run on its validation split: pretrain eval RUN_DIR
   export     a run -> a Hugging Face folder / the Hub, or a Hugging Face model -> a run
+  finetune   fine-tune and probe a pretrained model on a classification task (built-in, local files, Hub)
   compare    train several objectives on one corpus at an equal budget and write a report
   attention  plot a trained model's attention weights for a text
 
@@ -58,6 +60,12 @@ def cmd_export(argv: list[str]) -> int:
     return export_main(argv)
 
 
+def cmd_finetune(argv: list[str]) -> int:
+    from .downstream.command import finetune_main
+
+    return finetune_main(argv)
+
+
 def cmd_compare(argv: list[str]) -> int:
     from .compare.runner import compare_main
 
@@ -85,8 +93,8 @@ def cmd_attention(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "compare": cmd_compare,
-            "attention": cmd_attention}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "finetune": cmd_finetune,
+            "compare": cmd_compare, "attention": cmd_attention}
 
 
 def main(argv=None) -> int:

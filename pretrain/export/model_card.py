@@ -18,6 +18,7 @@ from objectives import OBJECTIVES  # noqa: E402
 
 from .. import document  # noqa: E402
 from ..data.corpus import describe_corpus  # noqa: E402
+from ..train.run_dir import RunDir  # noqa: E402
 
 PIPELINE_TAGS = {"encoder": "fill-mask", "decoder": "text-generation", "encoder-decoder": "text2text-generation"}
 AUTO_CLASSES = {"encoder": "AutoModelForMaskedLM", "decoder": "AutoModelForCausalLM",
@@ -125,7 +126,32 @@ def card_facts(record, model_cfg, family: str, hf_class: str, tokenizer=None, na
                          else f"{record.elapsed:.0f} s"))
     facts["training"] = training
     facts["val"] = [(k, _fmt(v)) for k, v in record.val.items()]
+    facts["downstream"] = [downstream_line(task, r) for task, r in RunDir(record.run_dir).finetune_results().items()]
     return facts
+
+
+def _median_of(results: dict, mode: str, init: str, split: str) -> str | None:
+    block = results.get(mode, {}).get(init)
+    try:
+        value = block["spread"][split]["accuracy"]["median"]
+    except (KeyError, TypeError):
+        return None
+    return f"{value:.3f}" + (f" (median of {len(block['per_seed'])} seeds)" if len(block["per_seed"]) > 1 else "")
+
+
+def downstream_line(task: str, results: dict) -> str:
+    """One line per task `pretrain finetune` scored this run on (RUN/finetune/<task>/results.json)."""
+    sizes = results.get("task", {}).get("sizes", {})
+    split = "test" if "test" in sizes else "validation"
+    parts = []
+    for mode, title in (("finetune", "fine-tuned"), ("probe", "linear probe")):
+        ours, base = _median_of(results, mode, "pretrained", split), _median_of(results, mode, "random_init", split)
+        if ours:
+            parts.append(f"{title} accuracy {ours}" + (f", random init {base}" if base else ""))
+    majority = results.get("majority", {}).get(split)
+    if majority is not None:
+        parts.append(f"majority class {majority:.3f}")
+    return f"`{task}` ({split} split, {sizes.get(split, '?')} examples): " + "; ".join(parts)
 
 
 def _describe_tokenizer(cfg, tokenizer) -> str:
@@ -172,6 +198,9 @@ def card_markdown(facts: dict) -> str:
         "## Training", document.key_values(facts["training"]),
         "## Final validation metrics",
         document.key_values(facts["val"]) if facts["val"] else "No validation metrics were recorded.",
+        *(["## Downstream evaluation", document.bullets(facts["downstream"]) + "\n\nFrom `pretrain finetune` "
+            "(transformers' sequence classifier on this model; the random-init baseline has the same architecture "
+            "and recipe)."] if facts["downstream"] else []),
         "## Loss curve",
         document.image("loss curve", LOSS_PLOT) if facts["has_plot"] else "No metrics were logged for this run.",
         "## Usage", document.code(_usage(facts), "python"),

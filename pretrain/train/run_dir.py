@@ -8,6 +8,7 @@
     RUN/final/                      model.safetensors (+ objective.safetensors) + model_config.json + tokenizer +
                                     config.yaml + metrics.json
     RUN/init/                       (from `pretrain export --from-hub`) the imported weights the run starts from
+    RUN/finetune/<task>/results.json  (from `pretrain finetune`) downstream scores of the final model
 
 Weights load from safetensors only; tokenizers load without remote code.
 """
@@ -41,14 +42,16 @@ _PREFIXES = ("module.", "_orig_mod.")  # DDP / torch.compile wrappers that save_
 class RunDir:
     CONFIG, MODEL_CONFIG, TOKENIZER, METRICS = CONFIG, MODEL_CONFIG, "tokenizer", "metrics.jsonl"
     CHECKPOINTS, FINAL, INIT, TENSORBOARD, WANDB = "checkpoints", "final", "init", "tensorboard", "wandb"
+    FINETUNE, FINETUNE_RESULTS = "finetune", "results.json"
     # what a run directory may hold; --overwrite deletes these (and leftovers of killed writes)
-    ENTRIES = (CONFIG, MODEL_CONFIG, METRICS, CHECKPOINTS, FINAL, TOKENIZER, WANDB, TENSORBOARD)
+    ENTRIES = (CONFIG, MODEL_CONFIG, METRICS, CHECKPOINTS, FINAL, TOKENIZER, WANDB, TENSORBOARD, FINETUNE)
 
     def __init__(self, path):
         self.path = Path(path)
         self.config, self.model_config = self.path / self.CONFIG, self.path / self.MODEL_CONFIG
         self.tokenizer, self.metrics = self.path / self.TOKENIZER, self.path / self.METRICS
         self.checkpoints, self.final, self.init = (self.path / n for n in (self.CHECKPOINTS, self.FINAL, self.INIT))
+        self.finetune = self.path / self.FINETUNE
 
     def __str__(self) -> str:
         return str(self.path)
@@ -133,6 +136,16 @@ class RunDir:
                 except (TypeError, ValueError) as e:
                     raise UserError(f"{path} is not a valid model config ({e}); restore it from the run") from None
         return None
+
+    def finetune_results(self) -> dict[str, dict]:
+        """task -> the results `pretrain finetune` wrote for this run (unreadable files are skipped)."""
+        out = {}
+        for path in sorted(self.finetune.glob(f"*/{self.FINETUNE_RESULTS}")):
+            try:
+                out[path.parent.name] = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+        return out
 
     def weights_dir(self, checkpoint: str | None = None) -> tuple[Path, str]:
         """(directory holding model.safetensors, label): --checkpoint step_N / N / a path, else final/, else

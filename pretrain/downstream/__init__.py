@@ -1,0 +1,1 @@
+"""Downstream evaluation: fine-tune and probe pretrained models on labelled classification tasks."""

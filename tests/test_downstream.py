@@ -1,0 +1,249 @@
+"""Downstream evaluation (issue 16): `pretrain finetune` fine-tunes and probes a pretrained run of every shape
+through transformers' own sequence classifiers; a task whose label is a function of the text is learned, shuffled
+labels are not (a label leak would fail), the probe leaves the backbone untouched, bad input is refused in one line
+with nothing written, and the scores are the textbook ones."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from pretrain.cli import main as cli_main
+from train_fixtures import ENDINGS, OBJECTS, SUBJECTS, VERBS, write_corpus
+
+SHAPES = {"bert": ("wordpiece", "mlm"), "gpt2": ("bpe", "clm"), "t5": ("unigram", "span")}
+WORD = "moon"  # the label: does the text mention it?
+
+
+def tiny_run(root: Path, family: str) -> Path:
+    """A real run of a few dozen steps on the templated corpus (so the tokenizer knows the task's words)."""
+    from pretrain.train.main import train_main
+
+    corpus = write_corpus(root / "corpus", n_paragraphs=150)
+    kind, objective = SHAPES[family]
+    run = root / f"run_{family}"
+    argv = ["--data.files", json.dumps([str(corpus)]), "--model.preset", family, "--model.d_model", "32",
+            "--model.n_layers", "1", "--model.n_heads", "2", "--model.d_ff", "64", "--model.max_seq_len", "64",
+            "--model.dropout", "0.0", "--objective.name", objective, "--tokenizer.kind", kind,
+            "--tokenizer.vocab_size", "300", "--run.seq_len", "32", "--run.batch_size", "8", "--run.max_steps", "20",
+            "--run.eval_every", "20", "--run.save_every", "20", "--run.eval_batches", "1", "--run.progress", "false",
+            "--run.sample", "false", "--optim.warmup_steps", "2", "--optim.lr", "3e-3", "--run.output_dir", str(run),
+            "--run.cache_dir", str(root / "cache")]
+    with contextlib.redirect_stdout(io.StringIO()):
+        train_main(None, argv)
+    return run
+
+
+def sentence(rng: random.Random, with_word: bool) -> str:
+    objects = [o for o in OBJECTS if (WORD in o) == with_word]
+    return (f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(objects)} {rng.choice(ENDINGS)}."
+            .capitalize())
+
+
+def write_task(path: Path, n: int, seed: int, shuffle_labels: bool = False) -> Path:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2 == 0
+        rows.append({"text": sentence(rng, label), "label": "yes" if label else "no"})
+    if shuffle_labels:
+        labels = [r["label"] for r in rows]
+        rng.shuffle(labels)
+        for r, label in zip(rows, labels):
+            r["label"] = label
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["text", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("downstream")
+    return {family: tiny_run(root, family) for family in SHAPES}
+
+
+@pytest.fixture(scope="module")
+def task_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("task")
+    return {"train": write_task(root / "train.csv", 240, 0), "validation": write_task(root / "val.csv", 100, 1),
+            "test": write_task(root / "test.csv", 200, 2),
+            "shuffled": write_task(root / "shuffled.csv", 240, 3, shuffle_labels=True)}
+
+
+def run_cli(args: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli_main(["finetune", *map(str, args)])
+    return code, out.getvalue(), err.getvalue()
+
+
+FAST = ["--epochs", "6", "--lr", "3e-3", "--batch-size", "16", "--no-progress"]
+
+
+# ---- it learns what the text says, and nothing else ----------------------------------------------------------
+@pytest.mark.parametrize("family", SHAPES)
+def test_finetune_learns_a_word_task_and_writes_results(family, runs, task_files, one_thread):
+    out = runs[family] / "finetune" / "train"
+    code, stdout, stderr = run_cli([runs[family], "--task", task_files["train"], "--validation",
+                                    task_files["validation"], "--test", task_files["test"], "--mode", "finetune",
+                                    "--seeds", "1", "--no-baseline", *FAST])
+    assert code == 0, stderr
+    results = json.loads((out / "results.json").read_text())
+    test = results["finetune"]["pretrained"]["per_seed"][0]["test"]
+    assert test["accuracy"] >= 0.9, (family, test)
+    assert set(test) == {"accuracy", "macro_f1", "mcc"}  # two classes: Matthews correlation too
+    assert results["task"]["labels"] == ["no", "yes"] and results["task"]["sizes"] == {
+        "train": 240, "validation": 100, "test": 200}
+    assert results["model"]["arch"] == {"bert": "encoder", "gpt2": "decoder", "t5": "encoder-decoder"}[family]
+    assert "finetune pretrained" in stdout and str(out / "results.json") in stdout
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_shuffled_labels_stay_at_chance(family, runs, task_files, tmp_path, one_thread):
+    """Labels shuffled against the texts: test accuracy within 0.5 +- 3 standard errors (a leak would not be)."""
+    code, _, stderr = run_cli([runs[family], "--task", task_files["shuffled"], "--test", task_files["test"],
+                               "--validation", task_files["validation"], "--mode", "finetune", "--seeds", "1",
+                               "--no-baseline", "--out", tmp_path / "out", *FAST])
+    assert code == 0, stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    accuracy = results["finetune"]["pretrained"]["per_seed"][0]["test"]["accuracy"]
+    n = results["task"]["sizes"]["test"]
+    assert abs(accuracy - 0.5) <= 3 * math.sqrt(0.25 / n), accuracy
+
+
+def test_probe_leaves_the_backbone_bit_identical(runs, task_files, tmp_path):
+    from pretrain.downstream.classifier import classifier, open_backbone
+    from pretrain.downstream.finetune import probe
+    from pretrain.downstream.recipe import ProbeRecipe
+    from pretrain.downstream.tasks import TaskSpec, load_task
+
+    task = load_task(TaskSpec(task=str(task_files["train"]), validation=str(task_files["validation"]),
+                              test=str(task_files["test"])))
+    backbone = open_backbone(runs["bert"], tmp_path)
+    model = classifier(backbone, task.num_labels)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = probe(backbone, task, ProbeRecipe(), model=model)
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert result["test"]["accuracy"] > 0.5 and result["l2"] in ProbeRecipe().l2_grid
+
+
+def test_seeds_baseline_and_model_card_line(runs, task_files, tmp_path, one_thread):
+    """Both modes, two seeds, the random-init baseline: spreads in results.json; an export afterwards quotes it."""
+    code, stdout, stderr = run_cli([runs["gpt2"], "--task", task_files["train"], "--seeds", "2", "--epochs", "2",
+                                    "--lr", "3e-3", "--batch-size", "32", "--no-progress"])
+    assert code == 0, stderr
+    results = json.loads((runs["gpt2"] / "finetune" / "train" / "results.json").read_text())
+    assert results["task"]["notes"] and "stratified" in results["task"]["notes"][0]  # one file: a seeded split
+    assert results["task"]["sizes"] == {"train": 192, "validation": 24, "test": 24}
+    for mode in ("probe", "finetune"):
+        assert set(results[mode]) == {"pretrained", "random_init"}
+        assert len(results[mode]["random_init"]["per_seed"]) == 2
+        test = results[mode]["random_init"]["spread"]["test"]["accuracy"]
+        assert test["min"] <= test["median"] <= test["max"]
+    assert len(results["probe"]["pretrained"]["per_seed"]) == 1  # convex fit on fixed features: seed-free
+    from pretrain.export.to_hf import export_run
+
+    card = (export_run(runs["gpt2"], tmp_path / "exported", log=lambda m: None) / "README.md").read_text()
+    assert "Downstream evaluation" in card and "train" in card and "random init" in card
+
+
+# ---- bad input: one line, nothing written --------------------------------------------------------------------
+def _write(path: Path, rows: list[dict]) -> Path:
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return path
+
+
+BAD = {
+    "no_label_column": ("t.csv", [{"text": f"text {i}", "y": i % 2} for i in range(20)], [], "no label column"),
+    "one_class": ("t.csv", [{"text": f"text {i}", "label": "a"} for i in range(20)], [], "only one class"),
+    "float_label": ("t.jsonl", [{"text": f"text {i}", "label": i / 2} for i in range(20)], [],
+                    "labels must be strings or integers"),
+    "missing_pair_column": ("t.csv", [{"text": f"text {i}", "label": i % 2} for i in range(20)],
+                            ["--text-pair-column", "hypothesis"], "no column 'hypothesis'"),
+    "fewer_examples_than_classes": ("t.csv", [{"text": f"text {i}", "label": i} for i in range(3)] +
+                                    [{"text": "more", "label": 0}], [], "too few to split"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_task_refused_in_one_line_with_nothing_written(case, runs, tmp_path):
+    name, rows, extra, message = BAD[case]
+    task = _write(tmp_path / name, rows)
+    before = sorted(p.name for p in runs["bert"].iterdir())
+    code, stdout, stderr = run_cli([runs["bert"], "--task", task, *extra, "--no-progress"])
+    assert code in (1, 2) and stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
+    assert message in stderr and "Traceback" not in stderr
+    assert sorted(p.name for p in runs["bert"].iterdir()) == before  # no finetune/ folder
+
+
+def test_fewer_examples_than_classes_in_files(runs, tmp_path):
+    train = _write(tmp_path / "train.csv", [{"text": "a", "label": "x"}, {"text": "b", "label": "y"}])
+    val = _write(tmp_path / "val.csv", [{"text": "c", "label": "z"}])
+    code, _, stderr = run_cli([runs["bert"], "--task", train, "--validation", val, "--test", val])
+    assert code == 1 and "the training split lacks" in stderr
+
+
+def test_hub_task_offline_and_usage_errors(runs, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, stderr = run_cli([runs["bert"], "--task", "hub:nyu-mll/glue:sst2"])
+    assert code == 1 and "HF_HUB_OFFLINE=1" in stderr and stderr.count("\n") == 1
+    for args, message in ((["--seeds", "0"], "--seeds 0 must be positive"),
+                          (["--split", "0.5"], "two fractions"),
+                          (["--mode", "nope"], "invalid choice")):
+        code, _, stderr = run_cli([runs["bert"], *args])
+        assert code == 2 and message in stderr and stderr.count("\n") == 1, stderr
+    code, _, stderr = run_cli([tmp_path / "missing"])
+    assert code == 1 and "does not exist" in stderr
+    assert not (runs["bert"] / "finetune" / "stdlib-area").exists()
+
+
+def test_generic_transformer_family_refused(tmp_path):
+    """A preset transformers has no class for: the export's refusal, one line."""
+    from pretrain.downstream.classifier import open_backbone
+    from pretrain.errors import UserError
+    from pretrain.train.main import train_main
+
+    corpus = write_corpus(tmp_path / "c", n_paragraphs=40)
+    argv = ["--data.files", json.dumps([str(corpus)]), "--model.preset", "transformer", "--model.d_model", "32",
+            "--model.n_layers", "1", "--model.n_heads", "2", "--model.d_ff", "64", "--model.max_seq_len", "64",
+            "--objective.name", "clm", "--tokenizer.kind", "bpe", "--tokenizer.vocab_size", "300",
+            "--run.seq_len", "32", "--run.batch_size", "4", "--run.max_steps", "2", "--run.progress", "false",
+            "--run.sample", "false", "--run.output_dir", str(tmp_path / "run"), "--run.cache_dir",
+            str(tmp_path / "cache")]
+    with contextlib.redirect_stdout(io.StringIO()):
+        train_main(None, argv)
+    with pytest.raises(UserError, match="matches no transformers family"):
+        open_backbone(tmp_path / "run", tmp_path / "work")
+
+
+# ---- the scores are the textbook ones --------------------------------------------------------------------------
+def test_scores_against_hand_computed_values():
+    from pretrain.downstream.scores import scores, spread
+
+    gold = [0, 0, 0, 1, 1, 1, 1, 0]
+    pred = [0, 1, 0, 1, 1, 0, 1, 0]  # tp 3, tn 3, fp 1, fn 1
+    s = scores(pred, gold, 2)
+    assert s["accuracy"] == pytest.approx(6 / 8)
+    assert s["mcc"] == pytest.approx((3 * 3 - 1 * 1) / math.sqrt(4 * 4 * 4 * 4))
+    assert s["macro_f1"] == pytest.approx(0.75)
+    s3 = scores([0, 0, 2, 2], [0, 1, 2, 2], 3)  # class 1 never predicted: F1 0; class 0 F1 2/3; class 2 F1 1
+    assert s3["macro_f1"] == pytest.approx((2 / 3 + 0 + 1) / 3) and "mcc" not in s3
+    assert scores([1] * 4, [1] * 4, 2)["mcc"] == 0.0  # an empty row / column: 0, not a division by zero
+    assert spread([{"a": 1.0}, {"a": 3.0}, {"a": 2.0}]) == {"a": {"median": 2.0, "min": 1.0, "max": 3.0}}
