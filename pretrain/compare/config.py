@@ -1,7 +1,8 @@
 """What a comparison of objectives is: the runs, the shared corpus / tokenizer / training settings, the budget and
 the yardstick, parsed from YAML and dotted overrides like the training config.
 
-    pretrain compare [CONFIG.yaml] [--budget.max_tokens N | --budget.max_time S] [--only a,b] ...
+    pretrain compare [CONFIG.yaml] [--budget.max_tokens N | --budget.max_flops F | --budget.max_time S]
+                     [--seeds N] [--only a,b] ...
 """
 from __future__ import annotations
 
@@ -22,9 +23,12 @@ from ..train.config import ModelSection, ObjectiveSection, one_line_parse_error
 
 @dataclass
 class BudgetSection:
-    """The same budget for every run: corpus tokens (max_tokens) and/or seconds of training (max_time)."""
+    """The same budget for every run: corpus tokens (max_tokens), training FLOPs (max_flops: each run trains the
+    optimizer steps its expected FLOPs per step fit in, so tokens differ) and/or seconds of training (max_time).
+    Any combination: a run stops at the first one reached."""
     max_tokens: Optional[int] = 250_000
     max_time: Optional[float] = None
+    max_flops: Optional[float] = None
 
 
 @dataclass
@@ -51,6 +55,9 @@ class CompareConfig:
     train: dict[str, Any] = field(default_factory=lambda: {"seq_len": 128, "batch_size": 16, "eval_batches": 4,
                                                            "warmup_steps": 30})
     n_evals: int = 8
+    # pretraining seeds per run: seed k (0..seeds-1) trains with run.seed = base seed + k (initialization, data
+    # order, masks, dropout), in OUT/runs/<name> for k = 0 and OUT/runs/<name>-seed<k> for k >= 1
+    seeds: int = 1
     max_param_spread: float = 0.10
     yardstick: YardstickSection = field(default_factory=YardstickSection)
     attention_text: str = DEFAULT_TEXT
@@ -120,14 +127,32 @@ def check_compare_config(cfg: CompareConfig):
         if unknown:
             raise ConfigError(f"run {r['name']!r} has unknown key(s) {sorted(unknown)}; use name, model, objective, "
                               f"optim, run")
-    if cfg.budget.max_tokens is None and cfg.budget.max_time is None:
-        raise ConfigError("no budget: set budget.max_tokens or budget.max_time (applied equally to every run)")
+    b = cfg.budget
+    if b.max_tokens is None and b.max_time is None and b.max_flops is None:
+        raise ConfigError("no budget: set budget.max_tokens, budget.max_flops or budget.max_time (applied equally "
+                          "to every run)")
+    for key in ("max_tokens", "max_flops", "max_time"):
+        value = getattr(b, key)
+        if value is not None and not value > 0:
+            raise ConfigError(f"budget.{key} must be positive, got {value}")
+    if isinstance(cfg.seeds, bool) or not isinstance(cfg.seeds, int) or cfg.seeds < 1:
+        raise ConfigError(f"seeds must be a whole number >= 1 (pretraining seeds per run), got {cfg.seeds!r}")
     for key in ("max_steps", "max_tokens", "max_time", "output_dir"):
         if key in cfg.train:
             raise ConfigError(f"train.{key} is set by the comparison itself; use budget.max_tokens / "
-                              f"budget.max_time and output_dir")
+                              f"budget.max_flops / budget.max_time and output_dir")
+    folders = {}
+    for r in runs:
+        for k in range(cfg.seeds):
+            folder = run_dir_name(r["name"], k)
+            if folder in folders:
+                raise ConfigError(f"runs {folders[folder]!r} and {r['name']!r} would share the folder runs/{folder}; "
+                                  f"rename one")
+            folders[folder] = r["name"]
 
 
-def run_dir_name(name: str) -> str:
-    """The folder of a run under OUT/runs/."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+def run_dir_name(name: str, seed_index: int = 0) -> str:
+    """The folder of a run under OUT/runs/: <name> for the first seed (so a one-seed comparison keeps its folders
+    and grows into a several-seed one), <name>-seed<k> for seed k >= 1."""
+    folder = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return folder if seed_index == 0 else f"{folder}-seed{seed_index}"

@@ -39,3 +39,43 @@ class Budget:
     def finished(self, step: int, elapsed: float) -> bool:
         return (self.max_steps is not None and step >= self.max_steps) or \
             (self.max_time is not None and elapsed >= self.max_time)
+
+
+# ---- FLOPs per step, before training (an equal-compute budget is given to the trainer as max_steps) -----------
+def stack_flops(model_cfg, batch: dict) -> float:
+    """Training FLOPs of the stacks (not the LM head) for one micro-batch, from its shapes: the trainer's count."""
+    ids = batch["input_ids"]
+    dec = batch.get("decoder_input_ids")
+    if model_cfg.arch == "encoder-decoder" and dec is not None:
+        return model_cfg.train_flops(ids.numel(), dec.numel(), 0, ids.shape[1], dec.shape[1])
+    if model_cfg.arch == "decoder":
+        return model_cfg.train_flops(0, ids.numel(), 0, 0, ids.shape[1])
+    return model_cfg.train_flops(ids.numel(), 0, 0, ids.shape[1], 0)
+
+
+def batch_flops(model_cfg, batch: dict) -> float:
+    """Training FLOPs of one micro-batch as the trainer counts them: the stacks, plus the LM head per predicted
+    position. The predicted positions are the batch's `labels` other than -100, which is what every objective's
+    loss reports as n_predicted (objectives.base.predict); a batch without labels is counted as predicting every
+    position of its last stack (an upper bound)."""
+    labels = batch.get("labels")
+    if labels is not None:
+        predicted = int((labels != -100).sum())
+    else:
+        dec = batch.get("decoder_input_ids")
+        predicted = (dec if dec is not None else batch["input_ids"]).numel()
+    return stack_flops(model_cfg, batch) + model_cfg.train_flops(0, 0, predicted, 0, 0)
+
+
+def expected_step_flops(model_cfg, objective, micro_batches, generators, grad_accum: int,
+                        world_size: int) -> float:
+    """Expected training FLOPs of one optimizer step: the mean FLOPs of the objective's batches made from sample
+    `micro_batches` (LongTensor blocks [batch_size, block_length], each collated with its generator) times the
+    micro-batches of a step (grad_accum x world_size). Exact for objectives whose batch shapes and predicted
+    positions are fixed by the block length (CLM, span corruption); an expected value where they depend on the
+    draw (MLM predicts about 15% of the non-special tokens, infilling's input length varies)."""
+    values = [batch_flops(model_cfg, objective.collate(blocks, gen)) for blocks, gen in zip(micro_batches,
+                                                                                             generators)]
+    if not values:
+        raise ValueError("expected_step_flops needs at least one sample micro-batch")
+    return sum(values) / len(values) * grad_accum * world_size

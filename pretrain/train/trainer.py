@@ -24,7 +24,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..data.order import DataOrder, StreamOrder, generator, mix_seed
 from ..errors import Stopped, UserError
-from .budget import Budget
+from .budget import Budget, stack_flops
 from .checkpoint import CheckpointManager, fault_point
 from .evaluation import validation_metrics, with_perplexity
 from .hardware import peak_flops
@@ -151,14 +151,7 @@ class Trainer:
 
     def _flops(self, batch: dict) -> float:
         """FLOPs of the stacks for this micro-batch; the head's share is added per step from the reduced count."""
-        ids = batch["input_ids"]
-        dec = batch.get("decoder_input_ids")
-        arch = self.model_cfg.arch
-        if arch == "encoder-decoder" and dec is not None:
-            return self.model_cfg.train_flops(ids.numel(), dec.numel(), 0, ids.shape[1], dec.shape[1])
-        if arch == "decoder":
-            return self.model_cfg.train_flops(0, ids.numel(), 0, 0, ids.shape[1])
-        return self.model_cfg.train_flops(ids.numel(), 0, 0, ids.shape[1], 0)
+        return stack_flops(self.model_cfg, batch)
 
     def train_step(self) -> dict:
         r = self.run_cfg
