@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_fixtures import write_corpus  # noqa: E402
+from train_fixtures import write_corpus, write_word_task  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -27,7 +27,10 @@ RUNS = [
 
 
 def tiny_defaults(tmp: Path, corpus: Path) -> dict:
+    task = write_word_task(tmp / "word_task.csv", 120, 0)
     return {"output_dir": str(tmp / "cmp"), "runs": RUNS, "data": {"files": [str(corpus)]},
+            "downstream": {"task": str(task), "seeds": 2,
+                           "recipe": {"epochs": 2, "lr": 3e-3, "batch_size": 16, "max_length": 32}},
             "tokenizer": {"kind": "bpe", "vocab_size": 400}, "budget": {"max_tokens": 4000},
             "train": {"seq_len": 32, "batch_size": 8, "eval_batches": 2, "warmup_steps": 3},
             "n_evals": 3, "progress": False,
@@ -119,6 +122,42 @@ def test_second_invocation_skips_finished_runs(comparison, capsys):
     assert "[run 1/3] bert+mlm" in printed
     after = {p: p.stat().st_mtime for p in (out / "runs").glob("*/final/model.safetensors")}
     assert before == after
+
+
+def test_downstream_section(comparison):
+    """Every run probed and fine-tuned on the task beside its random-init baseline; the report says what differs."""
+    out, _, first, second = comparison
+    results = json.loads((out / "results.json").read_text())
+    down = results["downstream"]
+    assert [row["name"] for row in down["rows"]] == [r["name"] for r in RUNS]
+    for row in down["rows"]:
+        for cell in ("probe/pretrained", "probe/random_init", "finetune/pretrained", "finetune/random_init"):
+            s = row["cells"][cell]
+            assert 0 <= s["min"] <= s["median"] <= s["max"] <= 1
+        assert row["cells"]["finetune/random_init"]["n"] == 2 and row["cells"]["probe/pretrained"]["n"] == 1
+        per_run = json.loads((out / "runs" / row["name"].replace("+", "_") / "finetune" / "word_task" /
+                              "results.json").read_text())
+        assert per_run["finetune"]["pretrained"]["spread"]["test"]["accuracy"]["median"] == \
+            row["cells"]["finetune/pretrained"]["median"]
+    assert len(down["verdicts"]) == 2 * len(RUNS) and len(down["pairs"]) == 3
+    assert all(("more than twice" in v) or ("not more than twice" in v) for v in down["verdicts"])
+    md = (out / "report.md").read_text()
+    assert "## Downstream" in md and "fine-tuned, random init" in md and "word_task" in md
+    check_png(out / "plots" / "downstream.png")
+    assert second.count("done already") >= 2  # the runs finished in the first invocation keep their results
+
+
+def test_bad_downstream_task_refused_before_training(tmp_path):
+    from pretrain.compare.runner import compare_main
+    from pretrain.errors import UserError
+
+    corpus = write_corpus(tmp_path / "data", n_paragraphs=20)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,y\na,1\nb,2\n")
+    defaults = {**tiny_defaults(tmp_path, corpus), "downstream": {"task": str(bad)}}
+    with pytest.raises(UserError, match="no label column"):
+        compare_main([], defaults)
+    assert not (tmp_path / "cmp").exists()
 
 
 def test_attention_cli(comparison, tmp_path):

@@ -9,17 +9,15 @@ import csv
 import io
 import json
 import math
-import random
 from pathlib import Path
 
 import pytest
 import torch
 
 from pretrain.cli import main as cli_main
-from train_fixtures import ENDINGS, OBJECTS, SUBJECTS, VERBS, write_corpus
+from train_fixtures import write_corpus, write_word_task
 
 SHAPES = {"bert": ("wordpiece", "mlm"), "gpt2": ("bpe", "clm"), "t5": ("unigram", "span")}
-WORD = "moon"  # the label: does the text mention it?
 
 
 def tiny_run(root: Path, family: str) -> Path:
@@ -41,30 +39,6 @@ def tiny_run(root: Path, family: str) -> Path:
     return run
 
 
-def sentence(rng: random.Random, with_word: bool) -> str:
-    objects = [o for o in OBJECTS if (WORD in o) == with_word]
-    return (f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(objects)} {rng.choice(ENDINGS)}."
-            .capitalize())
-
-
-def write_task(path: Path, n: int, seed: int, shuffle_labels: bool = False) -> Path:
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = i % 2 == 0
-        rows.append({"text": sentence(rng, label), "label": "yes" if label else "no"})
-    if shuffle_labels:
-        labels = [r["label"] for r in rows]
-        rng.shuffle(labels)
-        for r, label in zip(rows, labels):
-            r["label"] = label
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["text", "label"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("downstream")
@@ -74,9 +48,9 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def task_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("task")
-    return {"train": write_task(root / "train.csv", 240, 0), "validation": write_task(root / "val.csv", 100, 1),
-            "test": write_task(root / "test.csv", 200, 2),
-            "shuffled": write_task(root / "shuffled.csv", 240, 3, shuffle_labels=True)}
+    return {"train": write_word_task(root / "train.csv", 240, 0), "validation": write_word_task(root / "val.csv", 100, 1),
+            "test": write_word_task(root / "test.csv", 200, 2),
+            "shuffled": write_word_task(root / "shuffled.csv", 240, 3, shuffle_labels=True)}
 
 
 def run_cli(args: list[str]) -> tuple[int, str, str]:

@@ -1,4 +1,6 @@
-"""A tiny synthetic English corpus and tiny model flags for the end-to-end training tests (written into tmp_path)."""
+"""A tiny synthetic English corpus, a labelled task in its words, and tiny model flags for the end-to-end training
+tests (written into tmp_path)."""
+import csv
 import random
 from pathlib import Path
 
@@ -7,6 +9,7 @@ VERBS = ["sees", "likes", "finds", "paints", "follows", "carries", "helps", "wat
 OBJECTS = ["the red ball", "a green tree", "the river", "an open door", "the quiet house", "a long road",
            "the bright moon", "some fresh bread"]
 ENDINGS = ["every morning", "after lunch", "in the garden", "near the school", "before the rain", "at night"]
+WORD = "moon"  # the word task's label: does the sentence mention it?
 
 
 def write_corpus(directory: Path, n_paragraphs: int = 300, seed: int = 0) -> Path:
@@ -33,3 +36,27 @@ def tiny_flags(tmp_path: Path, corpus: Path, steps: int = 30, **extra) -> list[s
     flags.update({f"--{k}": str(v) for k, v in extra.items()})
     return [x for kv in flags.items() for x in kv]
 
+
+def sentence(rng: random.Random, with_word: bool) -> str:
+    objects = [o for o in OBJECTS if (WORD in o) == with_word]
+    return (f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(objects)} {rng.choice(ENDINGS)}."
+            .capitalize())
+
+
+def write_word_task(path: Path, n: int, seed: int, shuffle_labels: bool = False) -> Path:
+    """A labelled csv (text, label): "yes" when the sentence mentions WORD, else "no"; half of each."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2 == 0
+        rows.append({"text": sentence(rng, label), "label": "yes" if label else "no"})
+    if shuffle_labels:
+        labels = [r["label"] for r in rows]
+        rng.shuffle(labels)
+        for r, label in zip(rows, labels):
+            r["label"] = label
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["text", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

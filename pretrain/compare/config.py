@@ -42,6 +42,17 @@ class YardstickSection:
 
 
 @dataclass
+class DownstreamSection:
+    """Probe and fine-tune every trained run on one labelled task (pretrain/compare/downstream.py)."""
+    task: Optional[str] = "stdlib-area"  # any `pretrain finetune --task`; null: no downstream evaluation
+    mode: str = "both"  # both | finetune | probe
+    seeds: int = 3  # fine-tuning seeds per run
+    baseline: bool = True  # the random-init model of each run's architecture, same recipe
+    recipe: dict[str, Any] = field(default_factory=dict)  # FinetuneRecipe overrides: epochs, lr, batch_size, ...
+    task_options: dict[str, Any] = field(default_factory=dict)  # TaskSpec fields: validation, test, text_column, ...
+
+
+@dataclass
 class CompareConfig:
     """A comparison of objectives: the runs, the shared corpus / tokenizer / training settings and the budget."""
     output_dir: str = "runs/compare"
@@ -60,6 +71,7 @@ class CompareConfig:
     seeds: int = 1
     max_param_spread: float = 0.10
     yardstick: YardstickSection = field(default_factory=YardstickSection)
+    downstream: DownstreamSection = field(default_factory=DownstreamSection)
     attention_text: str = DEFAULT_TEXT
     attention_layer: int = -1
     samples: bool = True
@@ -79,7 +91,7 @@ def parse_compare_config(argv: list[str] | None, defaults: dict | None = None,
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the keys below")
     parser.add_class_arguments(CompareConfig, as_group=False, fail_untyped=False)
     if defaults:
-        sections = {"data", "tokenizer", "budget", "yardstick"}
+        sections = {"data", "tokenizer", "budget", "yardstick", "downstream"}
         flat = {}
         for key, value in defaults.items():  # dataclass sections by dotted keys; `train`, `runs` as whole values
             if key in sections and isinstance(value, dict):
@@ -137,6 +149,11 @@ def check_compare_config(cfg: CompareConfig):
             raise ConfigError(f"budget.{key} must be positive, got {value}")
     if isinstance(cfg.seeds, bool) or not isinstance(cfg.seeds, int) or cfg.seeds < 1:
         raise ConfigError(f"seeds must be a whole number >= 1 (pretraining seeds per run), got {cfg.seeds!r}")
+    d = cfg.downstream
+    if d.mode not in ("both", "finetune", "probe"):
+        raise ConfigError(f"downstream.mode {d.mode!r} is unknown; use both, finetune or probe")
+    if isinstance(d.seeds, bool) or not isinstance(d.seeds, int) or d.seeds < 1:
+        raise ConfigError(f"downstream.seeds must be a whole number >= 1 (fine-tuning seeds), got {d.seeds!r}")
     for key in ("max_steps", "max_tokens", "max_time", "output_dir"):
         if key in cfg.train:
             raise ConfigError(f"train.{key} is set by the comparison itself; use budget.max_tokens / "

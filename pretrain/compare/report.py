@@ -39,6 +39,7 @@ from ..inspect.attention import attention_picture  # noqa: E402
 from ..inspect.sample import sample  # noqa: E402
 from ..train.run_dir import RunDir  # noqa: E402
 from ..train.saved_run import load_run_model, load_run_spec, read_config  # noqa: E402
+from .downstream import downstream_facts, downstream_markdown  # noqa: E402
 from .yardstick import CAVEATS, DEFINITION, cloze, cloze_positions, held_out_windows  # noqa: E402
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
@@ -367,7 +368,7 @@ def budget_facts(cfg, runs: list[TrainedRun]) -> dict:
             "max_time": b.max_time, "text": text, "per_run": per_run}
 
 
-def report_facts(cfg, runs: list[TrainedRun], tokenizer) -> dict:
+def report_facts(cfg, runs: list[TrainedRun], tokenizer, task=None) -> dict:
     """Score every finished (run, seed) on the yardstick, sample it and picture its attention (the first seed of
     each run); draw the plots; aggregate over seeds; return the facts (what results.json holds)."""
     runs = _trained(runs)
@@ -429,6 +430,7 @@ def report_facts(cfg, runs: list[TrainedRun], tokenizer) -> dict:
         headers, rows = seed_table_rows(results, facts["aggregate"])
     else:
         headers, rows = table_rows(results)
+    facts["downstream"] = downstream_facts(cfg, task, runs, out)
     return {**facts, "plots": {k: str(v) for k, v in plots.items()},
             "comparable": COMPARABLE, "yardstick_definition": definition, "yardstick_caveats": CAVEATS,
             "table": {"headers": headers, "rows": rows}}
@@ -507,12 +509,13 @@ def report_markdown(data: dict, cfg) -> str:
           for r in shown if "attention_png" in r]]
     unfinished = ["## Not finished", f"Runs without a final model (rerun the comparison to finish them): "
                                      f"{', '.join(missing)}"] if missing else []
-    return document.join(*results, *yardstick, *looks, *unfinished)
+    downstream = downstream_markdown(data.get("downstream"), picture)
+    return document.join(*results, downstream, *yardstick, *looks, *unfinished)
 
 
-def write_report(cfg, runs: list[TrainedRun], tokenizer) -> dict:
+def write_report(cfg, runs: list[TrainedRun], tokenizer, task=None) -> dict:
     out = Path(cfg.output_dir)
-    data = report_facts(cfg, runs, tokenizer)
+    data = report_facts(cfg, runs, tokenizer, task)
     write_text_atomic(out / "results.json", json.dumps(data, indent=2, default=str))
     text = report_markdown(data, cfg)
     write_text_atomic(out / "report.md", text)

@@ -52,6 +52,7 @@ from ..train.main import is_main_by_environment, run_training
 from ..train.run_dir import RunDir
 from ..train.saved_run import read_config
 from .config import CompareConfig, parse_compare_config, run_dir_name, selected_runs
+from .downstream import check_task, evaluate_runs
 from .report import TrainedRun, write_report
 
 FLOPS_SAMPLE_SEED = "compare-flops"  # the sample batches a FLOPs budget is planned from: the same for every seed
@@ -290,6 +291,7 @@ def run_comparison(cfg: CompareConfig) -> dict | None:
     is_main = is_main_by_environment()
     out = Path(cfg.output_dir)
     runs = selected_runs(cfg)
+    task = check_task(cfg)  # a bad downstream task is refused before anything trains
     out.mkdir(parents=True, exist_ok=True)
     tokenizer_dir, tokenizer = shared_tokenizer(cfg, runs, is_main)
     planned = plan(cfg, runs, tokenizer_dir, tokenizer)
@@ -312,10 +314,16 @@ def run_comparison(cfg: CompareConfig) -> dict | None:
     train_runs(cfg, planned, tokenizer_dir, is_main)
     if not is_main:
         return None
-    print(f"\nall runs trained ({time.perf_counter() - t0:.0f}s this session); writing the report ...", flush=True)
+    print(f"\nall runs trained ({time.perf_counter() - t0:.0f}s this session)", flush=True)
     order = sorted(planned, key=lambda p: ([r["name"] for r in runs].index(p.name), p.seed_index))
-    results = write_report(cfg, [TrainedRun(p.name, p.run_dir, p.seed_index, p.seed, p.steps, p.flops_per_step,
-                                            p.tokens_per_step) for p in order], tokenizer)
+    trained = [TrainedRun(p.name, p.run_dir, p.seed_index, p.seed, p.steps, p.flops_per_step, p.tokens_per_step)
+               for p in order]
+    t1 = time.perf_counter()
+    evaluate_runs(cfg, task, trained, log=lambda m: print(m, flush=True))
+    if task is not None:
+        print(f"downstream evaluation done ({time.perf_counter() - t1:.0f}s this session)", flush=True)
+    print("writing the report ...", flush=True)
+    results = write_report(cfg, trained, tokenizer, task)
     print(f"report: {out / 'report.md'}  {out / 'report.html'}  {out / 'results.json'}", flush=True)
     return results
 

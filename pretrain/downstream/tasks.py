@@ -209,6 +209,7 @@ def _raw_splits(spec: TaskSpec) -> tuple[dict, dict, str, str, list]:
         missing = [s for s in ("validation", "test") if s not in rows]
         if not rows["train"]:
             raise UserError(f"task file {spec.task} holds no examples; give a file with rows")
+        _columns(spec, rows["train"], spec.task)  # the columns first: a missing one is the clearer message
         pieces = _split_one(rows["train"], spec.split_fractions, spec.split_seed, spec.task, spec.label_column)
         rows["train"] = pieces["train"]
         for split in missing:
