@@ -16,11 +16,11 @@ import torch
 
 from models import ModelConfig, Transformer
 from pretrain.errors import UserError
+from train_fixtures import FAMILY_SETUP, family_run
 
 TOL = 1e-4
 FAMILIES = ("bert", "gpt2", "llama", "bart", "t5")
-SETUP = {"bert": ("wordpiece", "mlm"), "gpt2": ("bpe", "clm"), "llama": ("bpe", "clm"), "bart": ("bpe", "infill"),
-         "t5": ("unigram", "span")}
+SETUP = FAMILY_SETUP
 AUTO = {"encoder": "AutoModelForMaskedLM", "decoder": "AutoModelForCausalLM",
         "encoder-decoder": "AutoModelForSeq2SeqLM"}
 NATIVE = {"bert": "BertForMaskedLM", "gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM",
@@ -44,29 +44,12 @@ def _save_weights(model, path: Path):
 
 def real_run(root: Path, family: str, steps: int = 3) -> Path:
     """A real `pretrain train` run of a few steps (checkpoints at step 2 and the last step), quiet."""
-    import contextlib
-    import io
-
-    from pretrain.train.main import train_main
-
     text = root / "corpus.txt"
     if not text.exists():
         text.write_text("\n\n".join(corpus() * 3))
-    kind, objective = SETUP[family]
-    run = root / f"run_{family}"
-    argv = ["--data.files", json.dumps([str(text)]), "--tokenizer.max_documents", "500", "--model.preset", family,
-            "--model.d_model", "32", "--model.n_layers", "1", "--model.n_heads", "2", "--model.d_ff", "64",
-            "--model.max_seq_len", "64", "--model.dropout", "0.0", "--objective.name", objective,
-            "--tokenizer.kind", kind, "--tokenizer.vocab_size", "300", "--run.seq_len", "16", "--run.batch_size", "4",
-            "--run.max_steps", str(steps), "--run.eval_every", "2", "--run.save_every", "2", "--run.eval_batches", "1",
-            "--run.mixed_precision", "no", "--run.peak_flops", "1e12", "--run.progress", "false",
-            "--run.sample", "false", "--optim.warmup_steps", "0", "--optim.lr", "3e-3",
-            "--run.output_dir", str(run), "--run.cache_dir", str(root / "cache")]
-    if family == "llama":
-        argv += ["--model.n_kv_heads", "1"]  # grouped-query attention, exported as num_key_value_heads
-    with contextlib.redirect_stdout(io.StringIO()):
-        train_main(None, argv)
-    return run
+    extra = {"--model.n_kv_heads": 1} if family == "llama" else {}  # grouped-query attention: num_key_value_heads
+    return family_run(root / f"run_{family}", family, text, root / "cache", steps, **{
+        "--tokenizer.max_documents": 500, "--run.mixed_precision": "no", "--run.peak_flops": "1e12", **extra})
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,9 @@
 """A tiny synthetic English corpus, a labelled task in its words, and tiny model flags for the end-to-end training
 tests (written into tmp_path)."""
+import contextlib
 import csv
+import io
+import json
 import random
 from pathlib import Path
 
@@ -10,6 +13,8 @@ OBJECTS = ["the red ball", "a green tree", "the river", "an open door", "the qui
            "the bright moon", "some fresh bread"]
 ENDINGS = ["every morning", "after lunch", "in the garden", "near the school", "before the rain", "at night"]
 WORD = "moon"  # the word task's label: does the sentence mention it?
+FAMILY_SETUP = {"bert": ("wordpiece", "mlm"), "gpt2": ("bpe", "clm"), "llama": ("bpe", "clm"),
+                "bart": ("bpe", "infill"), "t5": ("unigram", "span")}  # family -> (tokenizer kind, objective)
 
 
 def write_corpus(directory: Path, n_paragraphs: int = 300, seed: int = 0) -> Path:
@@ -60,3 +65,22 @@ def write_word_task(path: Path, n: int, seed: int, shuffle_labels: bool = False)
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def family_run(run: Path, family: str, corpus: Path, cache: Path, steps: int, **overrides) -> Path:
+    """A real, quiet `pretrain train` run of a tiny model of `family` with its tokenizer kind and objective
+    (d_model 32, one layer, sequences of 16, checkpoints every 2 steps); overrides: more --flags."""
+    from pretrain.train.main import train_main
+
+    kind, objective = FAMILY_SETUP[family]
+    flags = {"--data.files": json.dumps([str(corpus)]), "--model.preset": family, "--model.d_model": "32",
+             "--model.n_layers": "1", "--model.n_heads": "2", "--model.d_ff": "64", "--model.max_seq_len": "64",
+             "--model.dropout": "0.0", "--objective.name": objective, "--tokenizer.kind": kind,
+             "--tokenizer.vocab_size": "300", "--run.seq_len": "16", "--run.batch_size": "4",
+             "--run.max_steps": str(steps), "--run.eval_every": "2", "--run.save_every": "2",
+             "--run.eval_batches": "1", "--run.progress": "false", "--run.sample": "false",
+             "--optim.warmup_steps": "0", "--optim.lr": "3e-3", "--run.output_dir": str(run),
+             "--run.cache_dir": str(cache), **{k: str(v) for k, v in overrides.items()}}
+    with contextlib.redirect_stdout(io.StringIO()):
+        train_main(None, [x for kv in flags.items() for x in kv])
+    return run

@@ -163,6 +163,7 @@ def downstream_facts(cfg, task, runs, out: Path) -> dict | None:
                 verdicts.append(f"*{row['name']}* {what}: {_pct(ours['median'])}% {word} its random-init baseline "
                                 f"({_pct(base['median'])}%): {gap * 100:+.1f} points, "
                                 f"{'more' if clear else 'not more'} than twice the spread ({_pct(spread)} points)")
+    beaten = {mode: [row["name"] for row in rows if _beats(row, mode)] for mode in ("finetune", "probe")}
     pairs = []
     ranked = sorted((r for r in rows if r["cells"]["finetune/pretrained"]),
                     key=lambda r: -r["cells"]["finetune/pretrained"]["median"])
@@ -175,7 +176,28 @@ def downstream_facts(cfg, task, runs, out: Path) -> dict | None:
     plot = plot_downstream(rows, first["majority"].get(split), split, Path(out) / "plots" / "downstream.png")
     return {"task": first["task"], "split": split, "majority": first["majority"].get(split),
             "recipes": first["recipes"], "seeds": first["seeds"], "rows": rows, "verdicts": verdicts,
-            "pairs": pairs, "plot": str(plot)}
+            "pairs": pairs, "beats_baseline": beaten, "plot": str(plot)}
+
+
+def _beats(row: dict, mode: str) -> bool:
+    ours, base = row["cells"][f"{mode}/pretrained"], row["cells"][f"{mode}/random_init"]
+    return bool(ours and base and _differs(ours, base)[0] > 0 and _differs(ours, base)[2])
+
+
+def headline(facts: dict) -> str:
+    """One plain sentence: which runs pretraining made better than their baseline beyond the noise, which not."""
+    names = [row["name"] for row in facts["rows"]]
+    parts = []
+    for mode, what in (("finetune", "fine-tuned"), ("probe", "probed")):
+        if not any(row["cells"][f"{mode}/random_init"] for row in facts["rows"]):
+            continue
+        good = facts["beats_baseline"][mode]
+        bad = [n for n in names if n not in good]
+        parts.append(f"{what}, {'every run' if not bad else ', '.join(good) or 'no run'} beat its random-init "
+                     f"baseline by more than twice the spread" +
+                     (f"; {', '.join(bad)} did not: at this budget their pretraining bought nothing these seeds "
+                      f"can show (train longer: a larger budget)" if bad else ""))
+    return ("**In short:** " + "; ".join(parts) + ".") if parts else ""
 
 
 def plot_downstream(rows: list[dict], majority: float | None, split: str, path: Path) -> Path:
@@ -230,7 +252,8 @@ def downstream_markdown(facts: dict | None, picture) -> str:
     majority = f" The majority class scores {_pct(facts['majority'])}%." if facts["majority"] is not None else ""
     return document.join(
         "## Downstream: what the models can do after pretraining",
-        f"Task **{task['name']}** ({task['description']}; {len(task['labels'])} classes; {sizes}). Each run's final "
+        f"Task **{task['name']}**: {task['description'].rstrip('.')} ({len(task['labels'])} classes; {sizes}"
+        f"{'; ' + '; '.join(task['notes']) if task.get('notes') else ''}). Each run's final "
         f"model is exported to its transformers class and loaded with `AutoModelForSequenceClassification`; "
         f"*fine-tuned*: every weight trained ({r['epochs']} epochs, lr {r['lr']:g}, batch {r['batch_size']}, "
         f"warmup {r['warmup_ratio']:g}, weight decay {r['weight_decay']:g}, at most {r['max_length']} tokens); "
@@ -238,6 +261,7 @@ def downstream_markdown(facts: dict | None, picture) -> str:
         f"architecture with fresh weights and the same recipe, so the difference is what pretraining bought. "
         f"Cells: {facts['split']} accuracy, median over seeds {facts['seeds']} and [min–max]; the pretrained "
         f"model's probe is a convex fit on fixed features, fitted once.{majority}",
+        headline(facts),
         document.table(headers, rows),
         picture("downstream", facts["plot"]),
         "**Pretraining against its random-init baseline** (a difference counts when the medians differ by more "

@@ -460,6 +460,20 @@ def budget_paragraph(data: dict) -> str:
             f"{FLOPS_NOTE}")
 
 
+def zero_cloze_note(done: list[dict]) -> str:
+    """Say plainly which runs got no hidden word right, rather than leave a bare 0.0% in the table."""
+    zero = [group for group in by_run([r for r in done if "yardstick" in r]).values()
+            if all(r["yardstick"]["both"]["accuracy"] == 0 for r in group)]
+    if not zero:
+        return ""
+    lines = [f"*{g[0]['name']}* got none of the {g[0]['yardstick']['both']['n']} hidden words right (top-1, native "
+             f"context{', every seed' if len(g) > 1 else ''}); its top-5 accuracy "
+             f"({100 * g[0]['yardstick']['both']['top5']:.1f}%) and NLL ({g[0]['yardstick']['both']['nll']:.3f}) "
+             f"still rank it, but at this budget its top-1 cloze says nothing: train longer (a larger "
+             f"budget.max_tokens) before reading it." for g in zero]
+    return "**Zero top-1 cloze accuracy.** " + " ".join(lines)
+
+
 def report_markdown(data: dict, cfg) -> str:
     out = Path(cfg.output_dir)
     seeds = data.get("seeds", 1)
@@ -495,7 +509,8 @@ def report_markdown(data: dict, cfg) -> str:
         picture("yardstick", plots["yardstick"]) if "yardstick" in plots else "",
         document.table(["run", "method", "native acc.", "left-only acc.", "native top-5", "native NLL",
                         "left-only NLL"], [_yardstick_row(r, seeds) for r in done]),
-        document.bullets([f"*{r['name']}*: {r['cloze_note']}" for r in firsts if r.get("cloze_note")])]
+        document.bullets([f"*{r['name']}*: {r['cloze_note']}" for r in firsts if r.get("cloze_note")]),
+        zero_cloze_note(done)]
     looks = [
         "## Samples (greedy, from the same held-out text)",
         *[document.join(f"### {r['name']}", document.code(r.get("sample", "(samples off)"))) for r in shown],

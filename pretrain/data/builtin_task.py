@@ -48,9 +48,9 @@ from .builtin import MIN_DOCSTRING_CHARS, _cache_file, _docstrings, builtin_corp
 
 BUILTIN_TASK = "stdlib-area"
 BUILTIN_TASK_DESCRIPTION = (
-    "stdlib-area: classify a short Python standard-library docstring (one the built-in pretraining corpus leaves "
-    "out) by the area of the library its module belongs to (7 classes: gui, concurrency, data-types, dev-tools, "
-    "network, os-files, text); split by source file, so the test modules are unseen in training.")
+    "classify a short Python standard-library docstring (one the built-in pretraining corpus leaves out) by the "
+    "area of the library its module belongs to (gui, concurrency, data-types, dev-tools, network, os-files, text); "
+    "split by source file, so the test modules are unseen in training")
 
 TASK_VERSION = 1  # bump when the construction changes (it is part of the cache key)
 MIN_TEXT_CHARS = 40

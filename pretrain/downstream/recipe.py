@@ -20,7 +20,7 @@ from dataclasses import dataclass
 @dataclass
 class FinetuneRecipe:
     epochs: int = 3
-    lr: float = 1e-3
+    lr: float = 3e-4
     batch_size: int = 32
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
