@@ -34,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    r, pr = FinetuneRecipe(), ProbeRecipe()
+    r = FinetuneRecipe()
     p = _Parser(prog="pretrain finetune", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("source", help="a run directory (exported to its transformers class first) or an exported "
@@ -62,7 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="with a run: step_N instead of final/")
     p.add_argument("--out", help="folder for results.json (default: SOURCE/finetune/<task>)")
     p.add_argument("--no-progress", action="store_true")
-    del pr
     return p
 
 
