@@ -7,18 +7,22 @@ from .config import ModelConfig
 from .dropout import dropout, uses_cpu_mask
 
 
-def build_mask(key_padding, q_len: int, k_len: int, causal: bool, bias=None):
+def build_mask(key_padding, q_len: int, k_len: int, causal: bool, bias=None, q_segments=None, k_segments=None):
     """One mask per forward, shared by every layer. Returns (attn_mask, is_causal) for SDPA.
 
-    key_padding: Bool[B, k_len] with True on real tokens, or None. With no padding and no bias a causal model passes
-    is_causal=True and no mask at all, so SDPA can pick its fastest kernel."""
-    if key_padding is None and bias is None:
+    key_padding: Bool[B, k_len] with True on real tokens, or None. q_segments / k_segments: Long[B, q_len] /
+    [B, k_len] document ids of packed rows (-1 on padding), or None: a query then sees only keys of its own
+    document. With no padding, no segments and no bias a causal model passes is_causal=True and no mask at all, so
+    SDPA can pick its fastest kernel."""
+    if key_padding is None and bias is None and q_segments is None:
         return None, causal
     allowed = None
     if key_padding is not None:
         allowed = key_padding[:, None, None, :]
+    if q_segments is not None:
+        allowed = document_mask(q_segments, k_segments, key_padding)
     if causal:
-        device = key_padding.device if key_padding is not None else bias.device
+        device = next(t for t in (key_padding, q_segments, bias) if t is not None).device
         tri = torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(k_len - q_len)
         allowed = tri if allowed is None else allowed & tri
     if bias is None:
@@ -26,6 +30,24 @@ def build_mask(key_padding, q_len: int, k_len: int, causal: bool, bias=None):
     if allowed is None:
         return bias, False
     return bias.masked_fill(~allowed, torch.finfo(bias.dtype).min), False
+
+
+def document_mask(q_segments, k_segments, key_padding=None):
+    """Bool[B, 1, q_len, k_len]: a real query sees the real keys of its own document. A padding query (segment
+    -1) sees every key: its output is never used, and a row with no key at all would make SDPA return NaN."""
+    allowed = q_segments[:, :, None] == k_segments[:, None, :]
+    if key_padding is not None:
+        allowed = allowed & key_padding[:, None, :]
+    return (allowed | (q_segments < 0)[:, :, None])[:, None]
+
+
+def positions_in_documents(segments):
+    """Long[B, T]: each token's position counted from the start of its document (segment ids change there)."""
+    T = segments.shape[1]
+    index = torch.arange(T, device=segments.device).expand_as(segments)
+    starts = torch.ones_like(segments, dtype=torch.bool)
+    starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
+    return index - torch.where(starts, index, 0).cummax(dim=1).values
 
 
 class Attention(nn.Module):

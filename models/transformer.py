@@ -1,11 +1,12 @@
 """One Transformer for all three shapes: encoder-only (BERT), decoder-only (GPT, Llama), encoder-decoder (BART, T5)."""
 import math
+from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import Attention, build_mask
+from .attention import Attention, build_mask, positions_in_documents
 from .config import ModelConfig
 from .dropout import Dropout
 from .family import get_family
@@ -54,24 +55,29 @@ class Stack(nn.Module):
         self.final_norm = make_norm(cfg) if cfg.norm_placement == "pre" else None
         self.dropout = Dropout(cfg.dropout)
 
-    def forward(self, x, padding=None, memory=None, memory_padding=None):
-        """x: token embeddings [B, T, D]; padding: Bool[B, T] True on real tokens (None = no padding)."""
+    def forward(self, x, padding=None, memory=None, memory_padding=None, segments=None, memory_segments=None):
+        """x: token embeddings [B, T, D]; padding: Bool[B, T] True on real tokens (None = no padding); segments:
+        Long[B, T] document ids of a packed row (None = one sequence): attention stays inside a document and
+        positions restart at each one."""
         T = x.shape[1]
         self.cfg.check_length(T)
+        positions = positions_in_documents(segments) if segments is not None else None
         if self.pos_emb is not None:
-            x = x + self.pos_emb(torch.arange(T, device=x.device) + self.cfg.position_offset)
+            x = x + self.pos_emb((torch.arange(T, device=x.device) if positions is None else positions)
+                                 + self.cfg.position_offset)
         elif self.cfg.position == "sinusoidal":
-            x = x + self.pos_table[:T].to(x.dtype)
+            x = x + (self.pos_table[:T] if positions is None else self.pos_table[positions]).to(x.dtype)
         if self.emb_norm is not None:
             x = self.emb_norm(x)
         x = self.dropout(x)
         bias = self.rel_bias(T, T) if self.rel_bias is not None else None
-        mask, is_causal = build_mask(padding, T, T, self.causal, bias)
+        mask, is_causal = build_mask(padding, T, T, self.causal, bias, segments, segments)
         memory_mask = None
-        if memory is not None and memory_padding is not None:
-            memory_mask, _ = build_mask(memory_padding, T, memory.shape[1], causal=False)
+        if memory is not None and (memory_padding is not None or segments is not None):
+            memory_mask, _ = build_mask(memory_padding, T, memory.shape[1], False, None, segments, memory_segments)
+        rotary = self.rotary if self.rotary is None or positions is None else partial(self.rotary, positions=positions)
         for layer in self.layers:
-            x = layer(x, mask, is_causal, self.rotary, memory, memory_mask)
+            x = layer(x, mask, is_causal, rotary, memory, memory_mask)
         return self.final_norm(x) if self.final_norm is not None else x
 
 
@@ -100,27 +106,35 @@ class Transformer(nn.Module):
             x = x + self.type_emb(token_type_ids if token_type_ids is not None else torch.zeros_like(ids))
         return x
 
-    def encode(self, input_ids, attention_mask=None, token_type_ids=None):
-        return self.encoder(self.embed(input_ids, token_type_ids), _padding(attention_mask))
+    def encode(self, input_ids, attention_mask=None, token_type_ids=None, segment_ids=None):
+        return self.encoder(self.embed(input_ids, token_type_ids), _padding(attention_mask), segments=segment_ids)
 
-    def decode(self, decoder_input_ids, encoder_hidden=None, attention_mask=None, decoder_attention_mask=None):
+    def decode(self, decoder_input_ids, encoder_hidden=None, attention_mask=None, decoder_attention_mask=None,
+               segment_ids=None, decoder_segment_ids=None):
         return self.decoder(self.embed(decoder_input_ids), _padding(decoder_attention_mask),
-                            memory=encoder_hidden, memory_padding=_padding(attention_mask))
+                            memory=encoder_hidden, memory_padding=_padding(attention_mask),
+                            segments=decoder_segment_ids, memory_segments=segment_ids)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, decoder_input_ids=None,
-                decoder_attention_mask=None, encoder_hidden=None):
+                decoder_attention_mask=None, encoder_hidden=None, segment_ids=None, decoder_segment_ids=None):
         """Final hidden states: of the encoder (encoder), the decoder (decoder, encoder-decoder). attention_mask /
-        decoder_attention_mask: 1 = token, 0 = padding; pass None when nothing is padded (the fast path)."""
+        decoder_attention_mask: 1 = token, 0 = padding; pass None when nothing is padded (the fast path).
+        segment_ids / decoder_segment_ids: the document of each position in packed rows (-1 on padding; None =
+        each row is one sequence); attention, cross-attention included, stays inside a document and positions
+        restart at each one (t5x's segment ids)."""
         arch = self.config.arch
         if arch == "encoder":
-            return self.encode(input_ids, attention_mask, token_type_ids)
+            return self.encode(input_ids, attention_mask, token_type_ids, segment_ids)
         if arch == "decoder":
-            return self.decoder(self.embed(input_ids, token_type_ids), _padding(attention_mask))
+            return self.decoder(self.embed(input_ids, token_type_ids), _padding(attention_mask), segments=segment_ids)
         if decoder_input_ids is None:
             raise ValueError("an encoder-decoder model needs decoder_input_ids; pass the shifted targets")
+        if (segment_ids is None) != (decoder_segment_ids is None):
+            raise ValueError("an encoder-decoder model needs both segment_ids and decoder_segment_ids, or neither")
         if encoder_hidden is None:
-            encoder_hidden = self.encode(input_ids, attention_mask, token_type_ids)
-        return self.decode(decoder_input_ids, encoder_hidden, attention_mask, decoder_attention_mask)
+            encoder_hidden = self.encode(input_ids, attention_mask, token_type_ids, segment_ids)
+        return self.decode(decoder_input_ids, encoder_hidden, attention_mask, decoder_attention_mask, segment_ids,
+                           decoder_segment_ids)
 
     def logits(self, hidden):
         """LM head on any [..., d_model] tensor: objectives call it on the positions they predict only."""

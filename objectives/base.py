@@ -1,12 +1,13 @@
 """The interface every objective implements, the registry of objectives, and the helpers several of them share.
 
 An objective is one file with one `@register`ed subclass of `Objective`. It is built for a tokenizer and a model
-config (`build_objective(name, tokenizer, model_cfg, **options)`), so it checks the architecture and fixes its
-framing (prefix LM or not, the decoder start token) once. It turns packed blocks of token ids into a batch
-(`collate`, CPU, all randomness from an explicit torch.Generator so a resumed run draws the same masks) and a
-batch plus a model into a loss (`loss`). It carries what the rest of the toolkit needs to know about it (title, Hub
-tag, whether perplexity means something, its options' schema, how it answers the cloze yardstick) and may own
-parameters (`module`). It knows nothing about the trainer.
+config (`build_objective(name, tokenizer, model_cfg, documents=False, **options)`), so it checks the architecture
+and fixes its framing (prefix LM or not, the decoder start token) once; one that sets `document_aware` also takes
+documents=True and then keeps every example's attention inside its packed documents (segment ids). It turns
+packed blocks of token ids into a batch (`collate`, CPU, all randomness from an explicit torch.Generator so a
+resumed run draws the same masks) and a batch plus a model into a loss (`loss`). It carries what the rest of the
+toolkit needs to know about it (title, Hub tag, whether perplexity means something, its options' schema, how it
+answers the cloze yardstick) and may own parameters (`module`). It knows nothing about the trainer.
 """
 from __future__ import annotations
 
@@ -36,10 +37,16 @@ def objective_class(name: str) -> type:
     return OBJECTIVES[name]
 
 
-def build_objective(name: str, tokenizer, model_cfg, **options):
-    """The objective `name` for `tokenizer` (a PreTrainedTokenizerFast) and `model_cfg`, configured by options."""
+def build_objective(name: str, tokenizer, model_cfg, documents: bool = False, **options):
+    """The objective `name` for `tokenizer` (a PreTrainedTokenizerFast) and `model_cfg`, configured by options;
+    `documents`: its batches keep attention inside each packed document (see Objective.documents)."""
     cls = objective_class(name)
-    return cls(tokenizer, model_cfg, cls.parse_options(options))
+    if not documents:  # an objective that knows nothing of documents need not take the argument
+        return cls(tokenizer, model_cfg, cls.parse_options(options))
+    if not cls.document_aware:
+        raise UserError(f"objective '{name}' cannot keep attention inside documents; set "
+                        f"objective.document_masking false")
+    return cls(tokenizer, model_cfg, cls.parse_options(options), documents=True)
 
 
 @dataclasses.dataclass
@@ -91,10 +98,14 @@ class Objective:
     cloze_overhead: int = 0  # tokens its cloze input adds around a window of text
     cloze_note: str = ""  # how the cloze question relates to what it trains on, for the report (markdown)
     Options = NoOptions  # a dataclass of its options with a check() refusing bad values in one line
+    document_aware: bool = False  # it takes documents=True: segment ids in its batches, nothing crosses a boundary
 
-    def __init__(self, tokenizer, model_cfg, options=None):
+    def __init__(self, tokenizer, model_cfg, options=None, documents: bool = False):
         self.check_arch(model_cfg.arch)
         self.tokenizer, self.model_cfg = tokenizer, model_cfg
+        # documents=True: collate adds segment ids (the document of each position, -1 on padding; encoder-decoders
+        # also decoder_segment_ids), so attention never crosses a document boundary and positions restart
+        self.documents = documents
         self.options = options if options is not None else self.parse_options({})
         self.vocab_size = len(tokenizer)
         self.pad_id = tokenizer.pad_token_id
@@ -213,6 +224,43 @@ class Objective:
         trailing = (ids == self.pad_id).flip(1).cumprod(dim=1).flip(1)  # pads from some position to the end
         return ~trailing.bool()
 
+    def document_ids(self, ids: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
+        """Long [B, L]: the document of each position of packed rows, counted from 0 in each row; a document ends
+        with its EOS (packing writes one after every document); -1 on padding."""
+        real = self.real_tokens(ids) if real is None else real
+        eos = (ids == self.eos_id) & real
+        return (eos.cumsum(dim=1) - eos.long()).masked_fill(~real, -1)
+
+    def documents_of(self, row: torch.Tensor) -> list[tuple[int, int, bool]]:
+        """(start, end, ends with EOS) of each document in a row of real tokens (no padding), in order."""
+        ends = ((row == self.eos_id).nonzero().squeeze(1) + 1).tolist()
+        if not ends or ends[-1] != len(row):
+            ends.append(len(row))
+        starts = [0] + ends[:-1]
+        return [(a, b, bool(row[b - 1] == self.eos_id)) for a, b in zip(starts, ends) if b > a]
+
+    def pack_examples(self, rows: list, encoder_width: int, decoder_width: int | None = None) -> dict:
+        """The batch of an encoder-decoder objective with documents: rows[r] lists (encoder tokens, target tokens)
+        of each document of row r, in order. Document k is segment k on both sides (-1 on padding); the decoder
+        reads each target behind its own decoder start token (t5x's per-segment shift); the decoder side is as wide
+        as the longest row's targets unless decoder_width says."""
+        if decoder_width is None:
+            decoder_width = max([sum(len(t) for _, t in examples) for examples in rows] + [1])
+        batch = len(rows)
+        inputs, segments = torch.full((batch, encoder_width), self.pad_id), torch.full((batch, encoder_width), -1)
+        labels, decoder_segments = torch.full((batch, decoder_width), -100), torch.full((batch, decoder_width), -1)
+        previous = torch.full((batch, decoder_width), self.pad_id)
+        for r, examples in enumerate(rows):
+            e = d = 0
+            for doc, (source, target) in enumerate(examples):
+                inputs[r, e:e + len(source)], segments[r, e:e + len(source)] = source, doc
+                labels[r, d:d + len(target)], decoder_segments[r, d:d + len(target)] = target, doc
+                previous[r, d], previous[r, d + 1:d + len(target)] = self.decoder_start_id, target[:-1]
+                e, d = e + len(source), d + len(target)
+        return with_padding({"input_ids": inputs, "decoder_input_ids": previous, "labels": labels,
+                             "segment_ids": segments, "decoder_segment_ids": decoder_segments},
+                            "attention_mask", segments >= 0)
+
     def _non_special_ids(self) -> torch.Tensor:
         """Vocabulary ids that may be drawn as random replacements: everything except special tokens."""
         if not hasattr(self, "_random_pool"):
@@ -270,6 +318,11 @@ def with_padding(batch: dict, key: str, mask: torch.Tensor) -> dict:
     if not bool(mask.all()):
         batch[key] = mask.long()
     return batch
+
+
+def model_inputs(batch: dict, *keys: str) -> dict:
+    """The batch's entries the model reads (`keys`), without those the batch does not have."""
+    return {k: batch[k] for k in keys if batch.get(k) is not None}
 
 
 def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -16,6 +16,13 @@ After fairseq's DenoisingDataset.add_whole_word_mask with BART's settings (span-
   (the model config's; BART: </s>, the tokenizer's EOS); inputs are right-padded with an attention_mask;
 - the corpus's last block with data.tail pad is noised over its real tokens only; its padding is no target.
 
+With documents on, each document of a block (its text without the trailing EOS) is framed and noised as its own
+example, <s> text </s> (sentences permuted within it; a lone EOS is left out), and the examples are concatenated with segment_ids /
+decoder_segment_ids (document k is segment k on both sides, -1 on padding); the decoder reads each framed text
+behind its own decoder start token. Framing adds a token per document beyond the first, so if the labels would be
+longer than without documents (seq_len), the last documents' texts are shortened, or dropped, until they fit;
+what is cut is not trained on.
+
 One deliberate difference from fairseq: spans are placed without overlapping (a uniformly random arrangement of
 the spans among the unmasked words), so mask_ratio is the fraction actually masked; fairseq draws span starts
 independently and overlapping spans mask about 0.26 for 0.3.
@@ -27,7 +34,7 @@ import torch
 
 from models.errors import UserError
 
-from .base import Objective, as_blocks, check_fraction, cut, predict, register, with_padding
+from .base import Objective, as_blocks, check_fraction, cut, model_inputs, predict, register, with_padding
 from .words import word_start_table, word_starts
 
 
@@ -122,9 +129,10 @@ class TextInfilling(Objective):
                   "trains on (it is not told that exactly one is missing); its decoder reads the original left "
                   "context, which its encoder sees too: no extra information, another route to the answer")
     Options = TextInfillingOptions
+    document_aware = True
 
-    def __init__(self, tokenizer, model_cfg, options=None):
-        super().__init__(tokenizer, model_cfg, options)
+    def __init__(self, tokenizer, model_cfg, options=None, documents=False):
+        super().__init__(tokenizer, model_cfg, options, documents)
         o = self.options
         self.starts_word = word_start_table(tokenizer) if o.whole_word else torch.ones(self.vocab_size,
                                                                                      dtype=torch.bool)
@@ -145,26 +153,36 @@ class TextInfilling(Objective):
                             f"poisson_lambda >= 2")
         return seq_len - 2
 
-    def collate(self, blocks, generator):
+    def _noise(self, content, special, generator):
+        """The noised text of one example (sentences permuted first when asked)."""
         o = self.options
-        ids = as_blocks(blocks)
-        batch, length = ids.shape
-        lengths = self.real_tokens(ids).sum(dim=1).tolist()  # padding (data.tail pad) is neither noised nor a target
-        special = torch.isin(ids, self.special_ids)
-        noised_rows = []
-        for row in range(batch):
-            content, row_special = ids[row, :lengths[row]], special[row, :lengths[row]]
-            if o.permute_sentences:
-                order = permutation_of_sentences(self.ends_sentence[content], generator)
-                content, row_special = content[order], row_special[order]
-            noised, _, _ = infill_noise(content, word_starts(content, self.starts_word, row_special),
-                                        o.mask_ratio, o.poisson_lambda, o.random_ratio, self.mask_id,
-                                        lambda n: self._random_tokens((n,), generator), generator)
-            noised_rows.append(noised)
-        width = max(length, max(len(r) for r in noised_rows)) + 2
+        if o.permute_sentences:
+            order = permutation_of_sentences(self.ends_sentence[content], generator)
+            content, special = content[order], special[order]
+        noised, _, _ = infill_noise(content, word_starts(content, self.starts_word, special),
+                                    o.mask_ratio, o.poisson_lambda, o.random_ratio, self.mask_id,
+                                    lambda n: self._random_tokens((n,), generator), generator)
+        return noised
+
+    def _check_width(self, width, length):
         if width > max(length + 2, self.model_cfg.max_seq_len):  # grown by insertions past the model's positions
             raise UserError(f"objective 'infill': insertions made an input of {width} tokens, longer than "
                             f"model.max_seq_len {self.model_cfg.max_seq_len}; raise it or use poisson_lambda >= 2")
+
+    def collate(self, blocks, generator):
+        ids = as_blocks(blocks)
+        batch, length = ids.shape
+        real = self.real_tokens(ids)  # padding (data.tail pad) is neither noised nor a target
+        special = torch.isin(ids, self.special_ids)
+        if self.documents:
+            return self._collate_documents(ids, real, special, generator)
+        lengths = real.sum(dim=1).tolist()
+        noised_rows = []
+        for row in range(batch):
+            content, row_special = ids[row, :lengths[row]], special[row, :lengths[row]]
+            noised_rows.append(self._noise(content, row_special, generator))
+        width = max(length, max(len(r) for r in noised_rows)) + 2
+        self._check_width(width, length)
         inputs = torch.full((batch, width), self.pad_id)
         attention_mask = torch.zeros((batch, width), dtype=torch.long)
         labels = torch.full((batch, length + 2), -100)
@@ -179,10 +197,39 @@ class TextInfilling(Objective):
         return with_padding({"input_ids": inputs, "decoder_input_ids": torch.cat([start, previous], dim=1),
                              "labels": labels}, "attention_mask", attention_mask)
 
+    def _collate_documents(self, ids, real, special, generator):
+        """Each document framed and noised on its own (see the module docstring), packed with segment ids; labels
+        at most length + 2 wide, as without documents."""
+        batch, length = ids.shape
+        width_out = length + 2
+        rows = []
+        for r in range(batch):
+            row = ids[r, :int(real[r].sum())]
+            spans = [(a, b - 1 if ends else b) for a, b, ends in self.documents_of(row)]  # the texts
+            spans = [(a, b) for a, b in spans if b > a]  # a lone EOS (an empty document, or one cut) is left out
+            excess = sum(b - a + 2 for a, b in spans) - width_out
+            while excess > 0:  # shorten the last text, drop it when nothing would be left
+                a, b = spans[-1]
+                if b - a - excess >= 1:
+                    spans[-1], excess = (a, b - excess), 0
+                else:
+                    spans.pop()
+                    excess -= b - a + 2
+            examples = []
+            for a, b in spans:
+                text = row[a:b]
+                examples.append((self._framed(self._noise(text, special[r, a:b], generator)), self._framed(text)))
+            rows.append(examples)
+        width = max([length + 2] + [sum(len(i) for i, _ in examples) for examples in rows])
+        self._check_width(width, length)
+        return self.pack_examples(rows, width, width_out)
+
+    def _framed(self, text):
+        return torch.cat([torch.tensor([self.bos_id]), text, torch.tensor([self.eos_id])])
+
     def loss(self, model, batch):
-        hidden = model(batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                       decoder_input_ids=batch["decoder_input_ids"])
-        return predict(model, hidden, batch["labels"])
+        keys = ("input_ids", "attention_mask", "decoder_input_ids", "segment_ids", "decoder_segment_ids")
+        return predict(model, model(**model_inputs(batch, *keys)), batch["labels"])
 
     def cloze_batch(self, windows, positions, variant):
         """The word replaced by <mask> in the encoder input (<s> ... </s>); the decoder reads the original text

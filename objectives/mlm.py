@@ -5,6 +5,7 @@ Each non-special token is selected with `mlm_probability` (or each word, with `w
 does this so the model cannot tell which positions it is asked about, and keeps a representation for every
 token). Labels are the original ids on selected positions, -100 elsewhere. Packed blocks have no padding, so the
 batch has no attention_mask; only the corpus's last block with data.tail pad has one (padding is never selected).
+With documents on, segment_ids keep each token's attention inside its document (block-diagonal).
 
 The loss is computed on the selected positions only ("sparse prediction"): their hidden states are gathered
 before the LM head, so the [tokens, vocab] projection costs ~15% of the dense one.
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Objective, as_blocks, check_fraction, predict, register, with_padding
+from .base import Objective, as_blocks, check_fraction, model_inputs, predict, register, with_padding
 from .words import word_start_table, word_starts
 
 
@@ -42,9 +43,10 @@ class MaskedLM(Objective):
     loss_meaning = "cross-entropy on the selected tokens (15% by default), each predicted from both sides"
     cloze_note = "trains on exactly this question: a hidden token predicted from both sides"
     Options = MaskedLMOptions
+    document_aware = True
 
-    def __init__(self, tokenizer, model_cfg, options=None):
-        super().__init__(tokenizer, model_cfg, options)
+    def __init__(self, tokenizer, model_cfg, options=None, documents=False):
+        super().__init__(tokenizer, model_cfg, options, documents)
         self.starts_word = word_start_table(tokenizer) if self.options.whole_word else None
 
     def collate(self, blocks, generator):
@@ -61,12 +63,13 @@ class MaskedLM(Objective):
         to_random = selected & (how >= o.mask_replace) & (how < o.mask_replace + o.random_replace)
         inputs = ids.masked_fill(to_mask, self.mask_id)
         inputs = torch.where(to_random, self._random_tokens(ids.shape, generator), inputs)
-        return with_padding({"input_ids": inputs, "labels": ids.masked_fill(~selected, -100)}, "attention_mask",
-                            self.real_tokens(ids))
+        batch = {"input_ids": inputs, "labels": ids.masked_fill(~selected, -100)}
+        if self.documents:
+            batch["segment_ids"] = self.document_ids(ids)
+        return with_padding(batch, "attention_mask", self.real_tokens(ids))
 
     def loss(self, model, batch):
-        hidden = model(batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                       token_type_ids=batch.get("token_type_ids"))
+        hidden = model(**model_inputs(batch, "input_ids", "attention_mask", "token_type_ids", "segment_ids"))
         labels = batch["labels"]
         selected = labels != -100
         return predict(model, hidden[selected], labels[selected])

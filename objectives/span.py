@@ -20,6 +20,15 @@ run_t5_mlm_flax.py), with the NumPy shuffles replaced by draws from the torch ge
 
 Spans are counted from min(noise, non-noise) as in Hugging Face's port; for noise_density <= 0.5 this is T5's
 count, above it keeps every non-noise run non-empty.
+
+With documents on (t5x's packed examples), each document of a block (its text without the trailing EOS) is
+corrupted as its own example, with its own counts and sentinels from <extra_id_0>; a text of 1 token is not
+corrupted (inputs: text + EOS, targets: EOS), and a lone EOS (an empty document, or the end of one the block cut)
+is left out. The documents' inputs and targets are concatenated in order
+with segment_ids / decoder_segment_ids (document k is segment k on both sides, -1 on padding) and the decoder
+reads each target behind its own decoder start token. Inputs are padded to the width the block gets without
+documents; if they would be longer (short documents lose less to corruption), the last documents' texts are
+shortened, or dropped, until they fit, and what is cut is not trained on.
 """
 from dataclasses import dataclass
 
@@ -28,7 +37,7 @@ import torch.nn.functional as F
 
 from models.errors import UserError
 
-from .base import Objective, as_blocks, check_fraction, cut, predict, register, with_padding
+from .base import Objective, as_blocks, check_fraction, cut, model_inputs, predict, register, with_padding
 
 
 def span_counts(length: int, noise_density: float, mean_span_length: float) -> tuple:
@@ -115,9 +124,10 @@ class SpanCorruption(Objective):
     cloze_note = ("its sentinel stands for a span of about mean_span_length tokens, so one hidden token is a "
                   "narrower question than it trains on")
     Options = SpanCorruptionOptions
+    document_aware = True
 
-    def __init__(self, tokenizer, model_cfg, options=None):
-        super().__init__(tokenizer, model_cfg, options)
+    def __init__(self, tokenizer, model_cfg, options=None, documents=False):
+        super().__init__(tokenizer, model_cfg, options, documents)
         vocab = tokenizer.get_vocab()
         sentinels = []
         while f"<extra_id_{len(sentinels)}>" in vocab:
@@ -145,6 +155,8 @@ class SpanCorruption(Objective):
             raise ValueError("span corruption needs blocks of at least 2 tokens")
         self._check_sentinels(length)
         real = self.real_tokens(ids)
+        if self.documents:
+            return self._collate_documents(ids, real, generator)
         if not bool(real.all()):
             return self._collate_padded(ids, real.sum(dim=1), generator)
         inputs, labels = self._corrupt(ids, generator)
@@ -179,10 +191,57 @@ class SpanCorruption(Objective):
         return with_padding({"input_ids": inputs, "decoder_input_ids": previous, "labels": labels},
                             "attention_mask", mask)
 
+    def _input_length(self, n: int) -> int:
+        """Encoder tokens of a document whose text has n tokens (corrupted from 2 tokens on), its EOS included."""
+        if n < 2:
+            return n + 1
+        return corrupted_lengths(n, self.options.noise_density, self.options.mean_span_length)[0]
+
+    def _fit_documents(self, sizes: list, seq_len: int) -> list:
+        """The documents' text lengths once their inputs fit seq_len: the last text cut to the longest that fits,
+        dropped when not even one token does, and so on backwards. Input lengths depend on text lengths only (and
+        never shrink as a text grows), so this needs no draw."""
+        sizes = list(sizes)
+        total = sum(self._input_length(n) for n in sizes)
+        while total > seq_len:
+            room = seq_len - (total - self._input_length(sizes[-1]))
+            n = sizes[-1] - (total - seq_len)  # one token less per token too many, then step to the longest fit
+            while n >= 1 and self._input_length(n) > room:
+                n -= 1
+            while 1 <= n < sizes[-1] and self._input_length(n + 1) <= room:
+                n += 1
+            if n < 1:
+                sizes.pop()
+            else:
+                sizes[-1] = n
+            total = sum(self._input_length(n) for n in sizes)
+        return sizes
+
+    def _collate_documents(self, ids, real, generator):
+        """Each document corrupted on its own (see the module docstring), packed with segment ids."""
+        o = self.options
+        batch, length = ids.shape
+        seq_len = corrupted_lengths(length, o.noise_density, o.mean_span_length)[0]
+        eos = torch.tensor([self.eos_id])
+        rows = []
+        for r in range(batch):
+            row = ids[r, :int(real[r].sum())]
+            texts = [row[a:b - 1] if ends else row[a:b] for a, b, ends in self.documents_of(row)]
+            texts = [t for t in texts if len(t)]  # a lone EOS (an empty document, or one the block cut) is left out
+            sizes = self._fit_documents([len(t) for t in texts], seq_len)
+            pairs = []
+            for text, n in zip(texts, sizes):
+                if n >= 2:
+                    inputs, targets = self._corrupt(text[None, :n], generator)
+                    pairs.append((inputs[0], targets[0]))
+                else:  # nothing to drop
+                    pairs.append((torch.cat([text[:n], eos]), eos))
+            rows.append(pairs)
+        return self.pack_examples(rows, seq_len)
+
     def loss(self, model, batch):
-        hidden = model(batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                       decoder_input_ids=batch["decoder_input_ids"])
-        return predict(model, hidden, batch["labels"])
+        keys = ("input_ids", "attention_mask", "decoder_input_ids", "segment_ids", "decoder_segment_ids")
+        return predict(model, model(**model_inputs(batch, *keys)), batch["labels"])
 
     def cloze_batch(self, windows, positions, variant):
         """The word replaced by <extra_id_0> in the encoder input (... </s>); the decoder reads [start,

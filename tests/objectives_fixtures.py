@@ -118,3 +118,19 @@ def train_steps(objective, model, batch, steps: int = 8, lr: float = 1e-2):
         loss.backward()
         opt.step()
     return losses
+
+
+def merge_by_sentinel(inputs, targets, sentinels):
+    """Put each target span back where its sentinel stands in the inputs (T5's postprocessing, inverted)."""
+    index = {s: k for k, s in enumerate(sentinels)}
+    spans, current = {}, None
+    for t in targets[:-1]:
+        if t in index:
+            current = index[t]
+            spans[current] = []
+        else:
+            spans[current].append(t)
+    merged = []
+    for t in inputs[:-1]:
+        merged += spans[index[t]] if t in index else [t]
+    return merged

@@ -3,7 +3,7 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from objectives_fixtures import (SENTINELS, bpe, model_config, random_blocks, text_blocks, tiny_model, train_steps,
+from objectives_fixtures import (SENTINELS, bpe, merge_by_sentinel, model_config, random_blocks, text_blocks, tiny_model, train_steps,
                                  unigram)
 
 from objectives import build_objective
@@ -13,22 +13,6 @@ from models.errors import UserError
 
 def sentinel_ids(tok):
     return [tok.convert_tokens_to_ids(s) for s in SENTINELS]
-
-
-def merge_by_sentinel(inputs, targets, sentinels):
-    """Put each target span back where its sentinel stands in the inputs (T5's postprocessing, inverted)."""
-    index = {s: k for k, s in enumerate(sentinels)}
-    spans, current = {}, None
-    for t in targets[:-1]:
-        if t in index:
-            current = index[t]
-            spans[current] = []
-        else:
-            spans[current].append(t)
-    merged = []
-    for t in inputs[:-1]:
-        merged += spans[index[t]] if t in index else [t]
-    return merged
 
 
 def test_lengths_match_t5():
