@@ -55,8 +55,10 @@ def reference_model(family, s, cfg):
         decoder_start_token_id=cfg.decoder_start_token_id))
 
 
-def build_case(family: str, size: str, device: str, sides=("ours", "theirs")) -> dict:
-    """Both implementations on the same batch; `sides` limits which models are built (peak-memory runs)."""
+def build_case(family: str, size: str, device: str, sides=("ours", "theirs"), documents: bool = False) -> dict:
+    """Both implementations on the same batch; `sides` limits which models are built (peak-memory runs).
+    documents: ours keeps attention inside the packed documents (transformers' classes cannot; theirs is the same
+    reference either way, so the two rows' ratios show what the mask costs)."""
     s = SIZES[size]
     objective_name, label = FAMILIES[family]
     tokenizer = synthetic_tokenizer(s["vocab"])
@@ -67,7 +69,7 @@ def build_case(family: str, size: str, device: str, sides=("ours", "theirs")) ->
     extra = {"head_dim": s["d"] // s["heads"]} if family == "t5" else {}
     cfg = ModelConfig.preset(family, vocab_size=s["vocab"], d_model=s["d"], n_layers=s["layers"],
                              n_heads=s["heads"], d_ff=s["ff"], max_seq_len=s["seq"] + 8, **extra, **ids)
-    objective = build_objective(objective_name, tokenizer, cfg)
+    objective = build_objective(objective_name, tokenizer, cfg, documents=documents)
     g = torch.Generator().manual_seed(0)
     length = objective.block_length(s["seq"])
     blocks = torch.randint(len(SPECIALS), s["vocab"], (s["batch"], length), generator=g)

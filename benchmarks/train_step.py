@@ -3,6 +3,7 @@ with the same hyper-parameters and the same batch, alternating the two in one pr
 
     python benchmarks/train_step.py                       # small and medium, fp32 (+ bf16 where the CPU has it)
     python benchmarks/train_step.py --sizes small --dtypes fp32,bf16 --compile --steps 10
+    python benchmarks/train_step.py --documents both      # with and without objective.document_masking
 
 Prints, per case: median step time, tokens/s of both, the ratio, MFU against this machine's measured matmul rate,
 and peak memory (CUDA: max allocated; CPU: peak RSS of a child process running just that implementation)."""
@@ -99,7 +100,7 @@ def child(spec):
     """Peak memory of one implementation: CUDA max allocated, or on CPU the peak RSS above the RSS after imports."""
     device = spec["device"]
     baseline = peak_rss_mb()
-    case = build_case(spec["family"], spec["size"], device, sides=(spec["which"],))
+    case = build_case(spec["family"], spec["size"], device, sides=(spec["which"],), documents=spec["documents"])
     side = case[spec["which"]]
     step = make_step(side["model"], side["loss"], spec["dtype"], device)
     if device == "cuda":
@@ -112,6 +113,16 @@ def child(spec):
         print(peak_rss_mb() - baseline)
 
 
+def modes(args) -> list[tuple[bool, bool]]:
+    """(compiled, documents) of each row of one case."""
+    documents = {"off": [False], "on": [True], "both": [False, True]}[args.documents]
+    return [(c, d) for d in documents for c in ([False, True] if args.compile else [False])]
+
+
+def mode_name(compiled: bool, documents: bool) -> str:
+    return ("compile" if compiled else "eager") + ("+doc" if documents else "")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--families", default="bert,gpt2,bart,t5")
@@ -121,6 +132,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (reported separately)")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--documents", choices=("off", "on", "both"), default="off",
+                        help="ours with objective.document_masking (mode 'docs'), without it, or both")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -132,23 +145,23 @@ def main():
     print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}; measured matmul peak: "
           + ", ".join(f"{d} {p * 1e3:.0f} GFLOP/s" for d, p in peaks.items())
           + ("" if native_bf16 else "  (no native bf16 on this CPU: bf16 skipped unless --dtypes asks for it)"))
-    header = (f"{'case':<22}{'dtype':<6}{'mode':<8}{'ours tok/s':>11}{'ref tok/s':>11}{'ratio':>7}"
+    header = (f"{'case':<22}{'dtype':<6}{'mode':<11}{'ours tok/s':>11}{'ref tok/s':>11}{'ratio':>7}"
               f"{'ours MFU':>9}{'ref MFU':>9}{'ours MB':>9}{'ref MB':>9}{'compile s':>10}")
     print(header)
     for size in args.sizes.split(","):
         for family in args.families.split(","):
             for dtype in dtypes:
-                for compiled in ([False, True] if args.compile else [False]):
+                for compiled, documents in modes(args):
                     torch.manual_seed(0)
-                    case = build_case(family, size, device)
+                    case = build_case(family, size, device, documents=documents)
                     t_ours, t_ref, compile_s = bench_pair(case, dtype, device, args.steps, args.warmup, compiled)
                     tokens = case["tokens"]
                     mfu = lambda t, side: case[side]["flops"] / t / (peaks[dtype] * 1e12)  # noqa: E731
                     mem = ("", "")
                     if not args.no_memory and not compiled:
-                        spec = dict(family=family, size=size, dtype=dtype, device=device)
+                        spec = dict(family=family, size=size, dtype=dtype, device=device, documents=documents)
                         mem = tuple(f"{peak_memory_child(spec, w):.0f}" for w in ("ours", "theirs"))
-                    print(f"{case['name'] + ' ' + size:<22}{dtype:<6}{'compile' if compiled else 'eager':<8}"
+                    print(f"{case['name'] + ' ' + size:<22}{dtype:<6}{mode_name(compiled, documents):<11}"
                           f"{tokens / t_ours:>11,.0f}{tokens / t_ref:>11,.0f}{t_ref / t_ours:>6.2f}x"
                           f"{mfu(t_ours, 'ours'):>9.1%}{mfu(t_ref, 'theirs'):>9.1%}{mem[0]:>9}{mem[1]:>9}"
                           f"{(f'{compile_s:.0f}' if compiled else ''):>10}", flush=True)

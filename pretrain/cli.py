@@ -1,7 +1,7 @@
 """The `pretrain` command: one entry point whose subcommands share the config system.
 
     pretrain train [--config X.yaml] [--section.key value ...] [--resume] [--overwrite]
-    pretrain eval RUN_DIR [--batches N] [--checkpoint step_N]
+    pretrain eval RUN_DIR [--batches N] [--checkpoint step_N] [--document-masking on|off]
     pretrain export RUN_DIR --out DIR [--push-to-hub ORG/NAME]   |   pretrain export --from-hub ID --out RUN
     pretrain finetune RUN_OR_FOLDER [--task stdlib-area | --task train.csv | --task hub:DATASET[:CONFIG]]
     pretrain compare CONFIG.yaml [--only a+b,c+d]
@@ -49,8 +49,12 @@ def cmd_eval(argv: list[str]) -> int:
     parser.add_argument("run_dir", help="a run directory written by `pretrain train` or a recipe")
     parser.add_argument("--batches", type=int, default=None, help="evaluate at most this many batches")
     parser.add_argument("--checkpoint", default=None, help="step_N, N or a checkpoint directory instead of RUN_DIR/final")
+    parser.add_argument("--document-masking", choices=("on", "off"), default=None,
+                        help="evaluate with attention inside each document (on) or across the block (off) "
+                             "instead of as the run trained")
     args = parser.parse_args(argv)
-    print(json.dumps(evaluate_run(args.run_dir, args.batches, args.checkpoint), indent=2))
+    masking = None if args.document_masking is None else args.document_masking == "on"
+    print(json.dumps(evaluate_run(args.run_dir, args.batches, args.checkpoint, masking), indent=2))
     return 0
 
 

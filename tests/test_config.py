@@ -76,3 +76,11 @@ def test_yaml_round_trip_and_hash(tmp_path):
     assert config_hash(resumed) == config_hash(cfg)  # budget and control flags do not change the hash
     other = parse_config(["--optim.lr", "0.1"], None, saved_config=str(saved))
     assert config_hash(other) != config_hash(cfg)
+
+
+def test_yaml_no_is_a_string_not_false(tmp_path):
+    """YAML 1.2 booleans: `mixed_precision: no` means "no" (PyYAML's YAML 1.1 would read False and refuse it)."""
+    path = tmp_path / "c.yaml"
+    path.write_text("run:\n  mixed_precision: no\n  progress: false\nobjective:\n  document_masking: true\n")
+    cfg = parse_config(["--config", str(path)])
+    assert cfg.run.mixed_precision == "no" and cfg.run.progress is False and cfg.objective.document_masking is True

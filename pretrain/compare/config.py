@@ -69,6 +69,8 @@ class CompareConfig:
     # pretraining seeds per run: seed k (0..seeds-1) trains with run.seed = base seed + k (initialization, data
     # order, masks, dropout), in OUT/runs/<name> for k = 0 and OUT/runs/<name>-seed<k> for k >= 1
     seeds: int = 1
+    # every run's objective.document_masking (None: each run's own setting)
+    document_masking: Optional[bool] = None
     max_param_spread: float = 0.10
     yardstick: YardstickSection = field(default_factory=YardstickSection)
     downstream: DownstreamSection = field(default_factory=DownstreamSection)

@@ -120,6 +120,7 @@ def run_summary(name: str, run_dir: RunDir, tokenizer, windows, positions, cfg, 
                        "loss": r.get("loss"), "accuracy": r.get("accuracy")} for r in val_rows],
         "seq_len": record.config.run.seq_len, "batch_size": record.config.run.batch_size,
         "lr": record.config.optim.lr, "seed": record.config.run.seed,
+        "document_masking": record.config.objective.document_masking,
     }
     if tok.get_vocab() != tokenizer.get_vocab():
         summary["warning"] = "this run's tokenizer differs from the comparison's shared tokenizer"
@@ -416,6 +417,7 @@ def report_facts(cfg, runs: list[TrainedRun], tokenizer, task=None) -> dict:
         "yardstick": f"{int((positions >= 0).sum())} hidden words in {len(windows)} held-out windows of {window} "
                      f"tokens",
     }
+    setup["attention"] = attention_setup(results)
     if seeds > 1:
         bases = sorted({r["seed"] - r.get("seed_index", 0) for r in results if r.get("seed") is not None})
         which = (", ".join(str(bases[0] + k) for k in range(seeds)) if seeds <= 6 else
@@ -434,6 +436,17 @@ def report_facts(cfg, runs: list[TrainedRun], tokenizer, task=None) -> dict:
     return {**facts, "plots": {k: str(v) for k, v in plots.items()},
             "comparable": COMPARABLE, "yardstick_definition": definition, "yardstick_caveats": CAVEATS,
             "table": {"headers": headers, "rows": rows}}
+
+
+def attention_setup(results: list[dict]) -> str:
+    """Whether attention stayed inside each packed document (objective.document_masking), in every run or which."""
+    masked = sorted({r["name"] for r in results if r.get("document_masking")})
+    if not masked:
+        return "across each packed block (objective.document_masking off in every run)"
+    if len(masked) == len({r["name"] for r in results}):
+        return "inside each packed document (objective.document_masking on in every run)"
+    return (f"inside each packed document for {', '.join(masked)} only (objective.document_masking); across the "
+            f"block for the rest")
 
 
 # ---- the document ----------------------------------------------------------------------------------------------

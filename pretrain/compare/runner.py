@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate.state import AcceleratorState, GradientState
 
 from models import num_params
 from objectives import objective_class
@@ -107,7 +106,10 @@ def run_defaults(cfg: CompareConfig, run: dict, tokenizer_dir: Path, n_steps: in
         run_section["eval_every"] = max(1, (n_steps or 50 * cfg.n_evals) // cfg.n_evals)
     if "save_every" not in run_section:
         run_section["save_every"] = max(1, (n_steps or 200) // 4) if n_steps else 100
-    return {"model": model, "objective": run.get("objective", {}),
+    objective = dict(run.get("objective", {}))
+    if cfg.document_masking is not None:
+        objective["document_masking"] = cfg.document_masking
+    return {"model": model, "objective": objective,
             "data": dataclasses.asdict(cfg.data), "tokenizer": {"path": str(tokenizer_dir)}, "optim": optim,
             "run": run_section}
 
@@ -253,15 +255,6 @@ def check_same_budget(cfg: CompareConfig, p: PlannedRun):
                         f"again")
 
 
-def _reset_accelerate():
-    """Forget the previous run's Accelerator settings (the process group, if any, stays)."""
-    try:
-        AcceleratorState._reset_state(reset_partial_state=False)
-        GradientState._reset_state()
-    except AttributeError:  # an accelerate without these hooks: the next Accelerator copes or says why
-        pass
-
-
 def train_runs(cfg: CompareConfig, planned: list[PlannedRun], tokenizer_dir: Path, is_main: bool):
     """Train (or skip, or resume) every run."""
     for i, p in enumerate(planned, 1):
@@ -275,7 +268,6 @@ def train_runs(cfg: CompareConfig, planned: list[PlannedRun], tokenizer_dir: Pat
         if is_main:
             print(f"\n{header}: {'resuming from its last checkpoint' if partial else 'training'} -> {p.run_dir}",
                   flush=True)
-        _reset_accelerate()
         start = time.perf_counter()
         train_cfg = load_config(["--resume"] if partial else ["--overwrite"],
                                 run_defaults(cfg, p.run, tokenizer_dir, p.steps, p.seed_index, p.max_steps),

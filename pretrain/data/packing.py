@@ -118,6 +118,24 @@ def pack(texts, tokenizer, block_length: int, cache_dir, tail: str = "drop", num
     return datasets.load_from_disk(str(path)).with_format("torch")
 
 
+def packing_stats(blocks, eos_id: int, pad_id, rows_per_chunk: int = 8192) -> dict:
+    """How documents fill the blocks: documents per block (pieces of a document the block cut count too), the
+    share of tokens that are not padding, and the mean document length in tokens (its EOS included). Read in
+    chunks, so memory stays flat."""
+    n_blocks = len(blocks)
+    pieces = real = eos = total = 0
+    for start in range(0, n_blocks, rows_per_chunk):
+        ids = np.asarray(blocks[start:start + rows_per_chunk]["input_ids"])
+        is_real = ids != pad_id if pad_id is not None and pad_id != eos_id else np.ones(ids.shape, bool)
+        is_eos = (ids == eos_id) & is_real
+        n_real = is_real.sum(axis=1)
+        last = ids[np.arange(len(ids)), np.maximum(n_real - 1, 0)]
+        pieces += int(is_eos.sum() + ((n_real > 0) & (last != eos_id)).sum())
+        real, eos, total = real + int(n_real.sum()), eos + int(is_eos.sum()), total + ids.size
+    return {"documents_per_block": pieces / max(n_blocks, 1), "real_token_fraction": real / max(total, 1),
+            "mean_document_length": real / max(eos, 1)}
+
+
 # ---- streaming ------------------------------------------------------------------------------------------------
 def _stream_blocks(texts, tokenizer, block_length: int, tail: str):
     backend, eos = _plain_backend(tokenizer), tokenizer.eos_token_id

@@ -39,7 +39,7 @@ def estimate_flops(model_cfg, record) -> tuple[float | None, bool]:
 def plot_loss(rows: list[dict], path: Path) -> bool:
     """Train loss by step (and validation loss points) as a PNG; False when there is nothing to plot."""
     def points(is_val):
-        return [(r["step"], r["loss"]) for r in rows if (r.get("split") == "val") == is_val
+        return [(r["step"], r["loss"]) for r in rows if r.get("split", "train") == ("val" if is_val else "train")
                 and isinstance(r.get("loss"), (int, float)) and isinstance(r.get("step"), (int, float))]
 
     train, val = points(False), points(True)
@@ -107,6 +107,8 @@ def card_facts(record, model_cfg, family: str, hf_class: str, tokenizer=None, na
                  if record.objective_name else "unknown")]
     if cfg:
         settings += [(f"option `{k}`", _fmt(v)) for k, v in cfg.objective.options.items()]
+        settings.append(("attention in packed blocks", "inside each document (document masking)"
+                         if cfg.objective.document_masking else "across the whole block"))
         settings += [("sequence length", cfg.run.seq_len), ("batch size per process", cfg.run.batch_size),
                      ("gradient accumulation", cfg.run.grad_accum)]
         optim = dataclasses.asdict(cfg.optim)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration
 
 from models import ModelConfig, Transformer
@@ -27,7 +28,7 @@ from objectives import build_objective, objective_class
 from ..atomic import unwritable_reason
 from ..data.corpus import count_documents, describe_corpus, load_corpus, quiet_datasets
 from ..data.order import mix_seed
-from ..data.packing import pack_splits
+from ..data.packing import pack_splits, packing_stats
 from ..data.tokenizer import ensure_special_tokens, tokenizer_fingerprint, tokenizer_for
 from ..errors import ConfigError, UserError
 from .checkpoint import CheckpointManager
@@ -68,7 +69,8 @@ def run_spec(cfg: TrainConfig, tokenizer, model_cfg: ModelConfig | None = None) 
     try:
         with torch.random.fork_rng(devices=[]):  # an objective's own parameters: the same for the same seed
             torch.manual_seed(mix_seed(cfg.run.seed, "objective"))
-            objective = build_objective(cfg.objective.name, tokenizer, model_cfg, **cfg.objective.options)
+            objective = build_objective(cfg.objective.name, tokenizer, model_cfg,
+                                        documents=cfg.objective.document_masking, **cfg.objective.options)
         block_length = objective.block_length(cfg.run.seq_len)
     except UserError as e:
         raise ConfigError(" ".join(str(e).split())) from None
@@ -149,12 +151,23 @@ def make_accelerator(cfg, run_dir: Path, log_with) -> Accelerator:
     has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else \
         torch.cuda.is_available()
     project = ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(Path(run_dir) / RunDir.TENSORBOARD))
+    _forget_earlier_accelerator()
     try:
         return Accelerator(cpu=not has_accelerator, mixed_precision=precision,
                            gradient_accumulation_steps=cfg.run.grad_accum, log_with=log_with, project_config=project,
                            kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.run.dist_timeout))])
     except ValueError as e:
         raise ConfigError(f"run.mixed_precision {precision}: {e}".splitlines()[0]) from None
+
+
+def _forget_earlier_accelerator():
+    """A second run in one process (a notebook, the comparison, tests) may ask for another precision, which
+    Accelerate refuses once its state is set: forget the earlier run's settings (the process group stays)."""
+    try:
+        AcceleratorState._reset_state(reset_partial_state=False)
+        GradientState._reset_state()
+    except AttributeError:  # an accelerate without these hooks: the next Accelerator copes or says why
+        pass
 
 
 # ---- a whole run ----------------------------------------------------------------------------------------------
@@ -168,6 +181,7 @@ class Run:
     val_blocks: object
     resume_from: Path | None  # the checkpoint to continue from (None: start at step 0)
     state: dict  # run_state(): recorded in every checkpoint
+    packing: dict  # packing_stats() of the training blocks (of validation's when streaming)
 
 
 def resume_point(cfg: TrainConfig, run_dir: RunDir, say=print) -> Path | None:
@@ -251,7 +265,18 @@ def _prepare(cfg, run_dir: RunDir, resume_from, accelerator, reuse_tokenizer: bo
             check_resume(CheckpointManager.read_state(resume_from), state, resume_from)
         train_blocks, val_blocks = corpus_blocks(cfg, tokenizer, spec.block_length, texts,
                                                  accelerator.process_index, accelerator.num_processes)
-    return Run(cfg, run_dir, tokenizer, spec, train_blocks, val_blocks, resume_from, state)
+        packing = packing_stats(train_blocks if hasattr(train_blocks, "__len__") else val_blocks,
+                                tokenizer.eos_token_id, tokenizer.pad_token_id)
+        say(packing_summary(packing, cfg))
+    return Run(cfg, run_dir, tokenizer, spec, train_blocks, val_blocks, resume_from, state, packing)
+
+
+def packing_summary(packing: dict, cfg: TrainConfig) -> str:
+    which = " (of the validation blocks: the training corpus streams)" if cfg.data.streaming else ""
+    attention = "inside each document" if cfg.objective.document_masking else "across the whole block"
+    return (f"packing{which}: {packing['documents_per_block']:.2f} documents per block (pieces included), "
+            f"{packing['real_token_fraction']:.1%} real tokens, mean document length "
+            f"{packing['mean_document_length']:.1f} tokens; attention {attention}")
 
 
 def tokenizer_summary(cfg: TrainConfig, tokenizer) -> str:

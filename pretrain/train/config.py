@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ActionConfigFile, ArgumentParser, set_loader
 
 from models import ModelConfig, family_names, get_family
 from objectives import objective_class
@@ -29,6 +29,25 @@ from ..data.corpus import DataConfig
 from ..data.tokenizer import STANDARD, TokenizerConfig, reserved_tokens
 from ..errors import ConfigError, UserError
 from .run_dir import RunDir
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML with 1.2 booleans: only true / false are, so `mixed_precision: no` is the string "no" (YAML 1.1, which
+    PyYAML follows, would read no / yes / on / off as booleans)."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+
+
+def load_yaml(text: str):
+    return yaml.load(text, Loader=_Yaml12Loader)
+
+
+set_loader("yaml", load_yaml)
 
 
 # ---- sections ------------------------------------------------------------------------------------------------
@@ -51,9 +70,11 @@ ModelSection = _model_section()
 
 @dataclass
 class ObjectiveSection:
-    """The pretraining objective (objectives/) and its options, e.g. {mlm_probability: 0.3}."""
+    """The pretraining objective (objectives/) and its options, e.g. {mlm_probability: 0.3}. document_masking:
+    attention never crosses a document boundary inside a packed block and positions restart at each document."""
     name: str = "mlm"
     options: dict[str, Any] = field(default_factory=dict)
+    document_masking: bool = False
 
 
 @dataclass
@@ -179,7 +200,7 @@ def _check_config_files(argv: list[str]):
             what = "is a directory" if path.is_dir() else "does not exist"
             raise ConfigError(f"config file {value} {what}; check the path given to --config")
         try:
-            data = yaml.safe_load(path.read_text())
+            data = load_yaml(path.read_text())
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"config file {value} cannot be read ({getattr(e, 'strerror', None) or e}); "
                               f"check the path given to --config") from None

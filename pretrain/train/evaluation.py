@@ -20,12 +20,18 @@ def with_perplexity(metrics: dict, objective) -> dict:
     return metrics
 
 
+def autocast(device: torch.device, precision: str):
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
 @torch.no_grad()
 def validation_metrics(module, objective, val_blocks, batch_size: int, seed: int, max_batches: int | None = None,
-                       accelerator=None, own=None) -> dict:
+                       accelerator=None, own=None, precision: str = "no") -> dict:
     """Every process evaluates batches i = rank, rank + world, ...; sums are all-reduced. Masks are drawn from
     generators seeded by (seed, "eval", i), so successive evaluations of one run see the same corrupted inputs.
-    `own`: the objective's own module (None: objective.module)."""
+    `own`: the objective's own module (None: objective.module). Without an accelerator, `precision` (bf16 / fp16 /
+    no) is the autocast the run trained and evaluated under, so a later evaluation gives the logged numbers."""
     n_val = len(val_blocks) if val_blocks is not None else 0
     if n_val == 0:
         return {}
@@ -46,7 +52,7 @@ def validation_metrics(module, objective, val_blocks, batch_size: int, seed: int
         idx = torch.arange(i * batch_size, min(n_val, (i + 1) * batch_size))
         batch = objective.collate(get_blocks(val_blocks, idx), generator(seed, "eval", i))
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        with accelerator.autocast() if accelerator else nullcontext():
+        with accelerator.autocast() if accelerator else autocast(device, precision):
             loss, metrics = objective.loss(handle, batch)
         n = float(metrics["n_predicted"])
         sums += torch.tensor([float(loss) * n, float(metrics["accuracy"]) * n, n], dtype=torch.float64)

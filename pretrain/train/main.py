@@ -42,6 +42,7 @@ def run_training(cfg: TrainConfig) -> dict:
 
     trainer = Trainer(cfg, model, spec.objective, spec.block_length, run.train_blocks, run.val_blocks,
                       run.run_dir.path, acc, run.state)
+    trainer.packing = run.packing
     if run.resume_from is not None:
         trainer.resume(run.resume_from)  # a corrupted checkpoint stops here, with the run directory untouched
         if acc.is_main_process:

@@ -86,7 +86,7 @@ def _record(run: RunDir, weights_dir: Path, label: str, config) -> RunRecord:
             break
     step = state.get("step")
     metrics = run.read_metrics(up_to_step=step)
-    train_rows = [r for r in metrics if r.get("split", "train") != "val"]
+    train_rows = [r for r in metrics if r.get("split", "train") == "train"]
     if step is None and train_rows:
         step = train_rows[-1].get("step")
     val = val_metrics(metrics)

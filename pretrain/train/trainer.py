@@ -102,6 +102,7 @@ class Trainer:
         self._peak = None
         self._resumed_from = None
         self.stops = StopRequests()
+        self.packing = {}  # packing statistics, logged once as a "packing" row of a fresh run
 
     @property
     def own_module(self):
@@ -255,6 +256,8 @@ class Trainer:
                 print(f"resumed from {resume_from} at step {self.step} ({self.tokens:,} tokens)", flush=True)
         elif acc.is_main_process:
             self.metrics.truncate_after(0)  # rows of an earlier attempt killed before its first checkpoint
+            if self.packing and not any(row.get("split") == "packing" for row in self.metrics.rows()):
+                self._log({"split": "packing", "step": 0, **self.packing})
         self._t0, self._elapsed0 = time.perf_counter(), self.elapsed
         self._peak = peak_flops(acc.device, acc.mixed_precision, r.peak_flops) * self.world
         self.bar = Progress(acc.is_main_process and r.progress, self.budget.done_fraction(self.step, self.elapsed)) \
