@@ -36,16 +36,17 @@ def reference_model(family, s, cfg):
     if family == "bert":
         return BertForMaskedLM(BertConfig(**common, hidden_size=s["d"], num_hidden_layers=s["layers"],
                                           num_attention_heads=s["heads"], intermediate_size=s["ff"],
-                                          max_position_embeddings=s["seq"]))
+                                          max_position_embeddings=s["seq"],
+                                          attention_probs_dropout_prob=cfg.attention_dropout_rate))
     if family == "gpt2":
         return GPT2LMHeadModel(GPT2Config(**common, n_embd=s["d"], n_layer=s["layers"], n_head=s["heads"],
                                           n_inner=s["ff"], n_positions=s["seq"], bos_token_id=cfg.bos_token_id,
-                                          eos_token_id=cfg.eos_token_id))
+                                          eos_token_id=cfg.eos_token_id, attn_pdrop=cfg.attention_dropout_rate))
     if family == "bart":
         return BartForConditionalGeneration(BartConfig(
             **common, d_model=s["d"], encoder_layers=s["layers"], decoder_layers=s["layers"],
             encoder_attention_heads=s["heads"], decoder_attention_heads=s["heads"], encoder_ffn_dim=s["ff"],
-            decoder_ffn_dim=s["ff"], max_position_embeddings=s["seq"] + 8, attention_dropout=cfg.dropout,
+            decoder_ffn_dim=s["ff"], max_position_embeddings=s["seq"] + 8, attention_dropout=cfg.attention_dropout_rate,
             pad_token_id=cfg.pad_token_id, bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,
             decoder_start_token_id=cfg.decoder_start_token_id))
     return T5ForConditionalGeneration(T5Config(
@@ -55,10 +56,12 @@ def reference_model(family, s, cfg):
         decoder_start_token_id=cfg.decoder_start_token_id))
 
 
-def build_case(family: str, size: str, device: str, sides=("ours", "theirs"), documents: bool = False) -> dict:
+def build_case(family: str, size: str, device: str, sides=("ours", "theirs"), documents: bool = False,
+               kernel: str = "sdpa", attention_dropout: float | None = None) -> dict:
     """Both implementations on the same batch; `sides` limits which models are built (peak-memory runs).
     documents: ours keeps attention inside the packed documents (transformers' classes cannot; theirs is the same
-    reference either way, so the two rows' ratios show what the mask costs)."""
+    reference either way, so the two rows' ratios show what the mask costs). kernel: ours computes document masks
+    with SDPA or FlexAttention (models/flex.py). attention_dropout: both sides (None: the preset's)."""
     s = SIZES[size]
     objective_name, label = FAMILIES[family]
     tokenizer = synthetic_tokenizer(s["vocab"])
@@ -68,7 +71,8 @@ def build_case(family: str, size: str, device: str, sides=("ours", "theirs"), do
         ids["decoder_start_token_id"] = tokenizer.eos_token_id if family == "bart" else tokenizer.pad_token_id
     extra = {"head_dim": s["d"] // s["heads"]} if family == "t5" else {}
     cfg = ModelConfig.preset(family, vocab_size=s["vocab"], d_model=s["d"], n_layers=s["layers"],
-                             n_heads=s["heads"], d_ff=s["ff"], max_seq_len=s["seq"] + 8, **extra, **ids)
+                             n_heads=s["heads"], d_ff=s["ff"], max_seq_len=s["seq"] + 8, **extra, **ids,
+                             attention_dropout=attention_dropout)
     objective = build_objective(objective_name, tokenizer, cfg, documents=documents)
     g = torch.Generator().manual_seed(0)
     length = objective.block_length(s["seq"])
@@ -76,6 +80,8 @@ def build_case(family: str, size: str, device: str, sides=("ours", "theirs"), do
     blocks[:, ::37] = tokenizer.eos_token_id  # document separators, as packing leaves them
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in objective.collate(blocks, g).items()}
     ours = Transformer(cfg).to(device).train() if "ours" in sides else None
+    if ours is not None:
+        ours.use_attention_kernel(kernel)
     theirs = reference_model(family, s, cfg).to(device).train() if "theirs" in sides else None
     hf_inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "decoder_input_ids", "labels")
                  if k in batch}

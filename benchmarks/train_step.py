@@ -4,6 +4,7 @@ with the same hyper-parameters and the same batch, alternating the two in one pr
     python benchmarks/train_step.py                       # small and medium, fp32 (+ bf16 where the CPU has it)
     python benchmarks/train_step.py --sizes small --dtypes fp32,bf16 --compile --steps 10
     python benchmarks/train_step.py --documents both      # with and without objective.document_masking
+    python benchmarks/train_step.py --documents on --compile --flex   # GPU: document masks by SDPA and by Flex
 
 Prints, per case: median step time, tokens/s of both, the ratio, MFU against this machine's measured matmul rate,
 and peak memory (CUDA: max allocated; CPU: peak RSS of a child process running just that implementation)."""
@@ -100,7 +101,8 @@ def child(spec):
     """Peak memory of one implementation: CUDA max allocated, or on CPU the peak RSS above the RSS after imports."""
     device = spec["device"]
     baseline = peak_rss_mb()
-    case = build_case(spec["family"], spec["size"], device, sides=(spec["which"],), documents=spec["documents"])
+    case = build_case(spec["family"], spec["size"], device, sides=(spec["which"],), documents=spec["documents"],
+                      attention_dropout=spec.get("attention_dropout"))
     side = case[spec["which"]]
     step = make_step(side["model"], side["loss"], spec["dtype"], device)
     if device == "cuda":
@@ -113,14 +115,17 @@ def child(spec):
         print(peak_rss_mb() - baseline)
 
 
-def modes(args) -> list[tuple[bool, bool]]:
-    """(compiled, documents) of each row of one case."""
+def modes(args) -> list[tuple[bool, bool, str]]:
+    """(compiled, documents, attention kernel) of each row of one case: --flex adds a FlexAttention row after
+    each compiled row with documents."""
     documents = {"off": [False], "on": [True], "both": [False, True]}[args.documents]
-    return [(c, d) for d in documents for c in ([False, True] if args.compile else [False])]
+    rows = [(c, d, "sdpa") for d in documents for c in ([False, True] if args.compile else [False])]
+    return [r for row in rows for r in ([row, (True, True, "flex")] if args.flex and row[:2] == (True, True)
+                                        else [row])]
 
 
-def mode_name(compiled: bool, documents: bool) -> str:
-    return ("compile" if compiled else "eager") + ("+doc" if documents else "")
+def mode_name(compiled: bool, documents: bool, kernel: str) -> str:
+    return ("compile" if compiled else "eager") + ("+doc" if documents else "") + ("+flex" if kernel == "flex" else "")
 
 
 def main():
@@ -134,34 +139,45 @@ def main():
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--documents", choices=("off", "on", "both"), default="off",
                         help="ours with objective.document_masking (mode 'docs'), without it, or both")
+    parser.add_argument("--flex", action="store_true",
+                        help="with --compile and --documents on|both (GPU): also ours with FlexAttention document "
+                             "masks; every case then runs without attention dropout, both sides (Flex has none)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(json.loads(args.child))
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.flex and (device == "cpu" or not args.compile or args.documents == "off"):
+        sys.exit("--flex needs a GPU (torch's FlexAttention has no backward pass on CPU), --compile and "
+                 "--documents on|both")
+    if args.flex and "t5" in args.families.split(","):
+        sys.exit("--flex: T5's relative position bias does not go through FlexAttention here; leave t5 out of "
+                 "--families")
     native_bf16 = device == "cuda" or cpu_has_native_bf16()
     dtypes = args.dtypes.split(",") if args.dtypes else (["fp32", "bf16"] if native_bf16 else ["fp32"])
     peaks = {d: measure_matmul_tflops(d, device) for d in dtypes}
     print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}; measured matmul peak: "
           + ", ".join(f"{d} {p * 1e3:.0f} GFLOP/s" for d, p in peaks.items())
           + ("" if native_bf16 else "  (no native bf16 on this CPU: bf16 skipped unless --dtypes asks for it)"))
-    header = (f"{'case':<22}{'dtype':<6}{'mode':<11}{'ours tok/s':>11}{'ref tok/s':>11}{'ratio':>7}"
+    header = (f"{'case':<22}{'dtype':<6}{'mode':<16}{'ours tok/s':>11}{'ref tok/s':>11}{'ratio':>7}"
               f"{'ours MFU':>9}{'ref MFU':>9}{'ours MB':>9}{'ref MB':>9}{'compile s':>10}")
     print(header)
     for size in args.sizes.split(","):
         for family in args.families.split(","):
             for dtype in dtypes:
-                for compiled, documents in modes(args):
+                for compiled, documents, kernel in modes(args):
                     torch.manual_seed(0)
-                    case = build_case(family, size, device, documents=documents)
+                    case = build_case(family, size, device, documents=documents, kernel=kernel,
+                                      attention_dropout=0.0 if args.flex else None)
                     t_ours, t_ref, compile_s = bench_pair(case, dtype, device, args.steps, args.warmup, compiled)
                     tokens = case["tokens"]
                     mfu = lambda t, side: case[side]["flops"] / t / (peaks[dtype] * 1e12)  # noqa: E731
                     mem = ("", "")
                     if not args.no_memory and not compiled:
-                        spec = dict(family=family, size=size, dtype=dtype, device=device, documents=documents)
+                        spec = dict(family=family, size=size, dtype=dtype, device=device, documents=documents,
+                                    attention_dropout=0.0 if args.flex else None)
                         mem = tuple(f"{peak_memory_child(spec, w):.0f}" for w in ("ours", "theirs"))
-                    print(f"{case['name'] + ' ' + size:<22}{dtype:<6}{mode_name(compiled, documents):<11}"
+                    print(f"{case['name'] + ' ' + size:<22}{dtype:<6}{mode_name(compiled, documents, kernel):<16}"
                           f"{tokens / t_ours:>11,.0f}{tokens / t_ref:>11,.0f}{t_ref / t_ours:>6.2f}x"
                           f"{mfu(t_ours, 'ours'):>9.1%}{mfu(t_ref, 'theirs'):>9.1%}{mem[0]:>9}{mem[1]:>9}"
                           f"{(f'{compile_s:.0f}' if compiled else ''):>10}", flush=True)

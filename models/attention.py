@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 from .config import ModelConfig
 from .dropout import dropout, uses_cpu_mask
+from .flex import BlockMask, flex_attention
 
 
 def build_mask(key_padding, q_len: int, k_len: int, causal: bool, bias=None, q_segments=None, k_segments=None):
@@ -52,7 +53,8 @@ def positions_in_documents(segments):
 
 class Attention(nn.Module):
     """Self-attention uses one fused q/k/v projection; cross-attention projects q from the decoder, k/v from the
-    encoder. SDPA computes attention, except in two cases that take the explicit softmax path: `record_weights =
+    encoder. SDPA computes attention (FlexAttention when the mask is a block mask, see models/flex.py), except in two
+    cases that take the explicit softmax path: `record_weights =
     True` keeps the weights in `last_weights` (SDPA returns none), and training with attention dropout on CPU, where
     SDPA has no fused kernel and runs the same math with torch's costlier dropout mask (see models/dropout.py)."""
 
@@ -85,9 +87,12 @@ class Attention(nn.Module):
         if self.n_kv != self.n_heads:
             k = k.repeat_interleave(self.n_heads // self.n_kv, dim=1)
             v = v.repeat_interleave(self.n_heads // self.n_kv, dim=1)
+        p = self.dropout if self.training else 0.0
+        if isinstance(mask, BlockMask):  # document masks under Transformer.use_attention_kernel("flex")
+            y = flex_attention(q, k, v, block_mask=mask)
+            return self.out(y.transpose(1, 2).reshape(B, T, self.n_heads * self.hd))
         if mask is not None and mask.dtype != torch.bool:
             mask = mask.to(q.dtype)
-        p = self.dropout if self.training else 0.0
         if self.record_weights or (p > 0.0 and uses_cpu_mask(q)):
             y = self._explicit(q, k, v, mask, is_causal, p)
         else:

@@ -10,6 +10,7 @@ from .attention import Attention, build_mask, positions_in_documents
 from .config import ModelConfig
 from .dropout import Dropout
 from .family import get_family
+from .flex import document_block_mask
 from .fused_ce import linear_cross_entropy
 from .layers import ACTIVATION_FNS, FeedForward, RelativeBias, Rotary, make_norm, sinusoidal_table
 
@@ -54,6 +55,7 @@ class Stack(nn.Module):
         self.layers = nn.ModuleList(Block(cfg, cross) for _ in range(n_layers))
         self.final_norm = make_norm(cfg) if cfg.norm_placement == "pre" else None
         self.dropout = Dropout(cfg.dropout)
+        self.flex = False  # document masks through FlexAttention (Transformer.use_attention_kernel)
 
     def forward(self, x, padding=None, memory=None, memory_padding=None, segments=None, memory_segments=None):
         """x: token embeddings [B, T, D]; padding: Bool[B, T] True on real tokens (None = no padding); segments:
@@ -71,10 +73,16 @@ class Stack(nn.Module):
             x = self.emb_norm(x)
         x = self.dropout(x)
         bias = self.rel_bias(T, T) if self.rel_bias is not None else None
-        mask, is_causal = build_mask(padding, T, T, self.causal, bias, segments, segments)
         memory_mask = None
-        if memory is not None and (memory_padding is not None or segments is not None):
-            memory_mask, _ = build_mask(memory_padding, T, memory.shape[1], False, None, segments, memory_segments)
+        if self.flex and segments is not None and bias is None:
+            mask, is_causal = document_block_mask(segments, segments, padding, self.causal), False
+            if memory is not None:
+                memory_mask = document_block_mask(segments, memory_segments, memory_padding)
+        else:
+            mask, is_causal = build_mask(padding, T, T, self.causal, bias, segments, segments)
+            if memory is not None and (memory_padding is not None or segments is not None):
+                memory_mask, _ = build_mask(memory_padding, T, memory.shape[1], False, None, segments,
+                                            memory_segments)
         rotary = self.rotary if self.rotary is None or positions is None else partial(self.rotary, positions=positions)
         for layer in self.layers:
             x = layer(x, mask, is_causal, rotary, memory, memory_mask)
@@ -99,6 +107,15 @@ class Transformer(nn.Module):
         self.head_bias = nn.Parameter(torch.zeros(cfg.vocab_size)) if cfg.head_bias else None
         self.emb_scale = math.sqrt(cfg.d_model) if cfg.scale_embeddings else 1.0
         get_family(cfg.init).init(self, cfg)
+
+    def use_attention_kernel(self, kernel: str):
+        """'flex': document masks (segment ids) go through FlexAttention block masks; 'sdpa': dense boolean
+        masks through SDPA (the default). Rows without segment ids always take SDPA."""
+        if kernel not in ("sdpa", "flex"):
+            raise ValueError(f"unknown attention kernel {kernel!r}; choose sdpa or flex")
+        for stack in (self.encoder, self.decoder):
+            if stack is not None:
+                stack.flex = kernel == "flex"
 
     def embed(self, ids, token_type_ids=None):
         x = self.tok_emb(ids) * self.emb_scale

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+import torch
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser, set_loader
 
@@ -28,6 +29,7 @@ from objectives import objective_class
 from ..data.corpus import DataConfig
 from ..data.tokenizer import STANDARD, TokenizerConfig, reserved_tokens
 from ..errors import ConfigError, UserError
+from .hardware import attention_kernel
 from .run_dir import RunDir
 
 
@@ -93,7 +95,9 @@ class OptimSection:
 
 @dataclass
 class RunSection:
-    """Budget, batch, precision, evaluation, checkpointing and logging of one run."""
+    """Budget, batch, precision, evaluation, checkpointing and logging of one run. attention_kernel: how document
+    masks are computed; auto picks FlexAttention where it can train (compiled, on GPU, see models/flex.py) and
+    SDPA with a boolean mask elsewhere."""
     output_dir: str = "runs/pretrain"
     seed: int = 0
     seq_len: int = 128
@@ -111,6 +115,7 @@ class RunSection:
     overwrite: bool = False
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     compile: bool = False
+    attention_kernel: Literal["auto", "sdpa", "flex"] = "auto"
     activation_checkpointing: bool = False
     report_to: Literal["none", "wandb", "tensorboard"] = "none"
     project: str = "unified-pretrain"
@@ -302,6 +307,7 @@ def check_static(cfg: TrainConfig):
         if value is not None and value <= 0:
             raise ConfigError(f"run.{name} must be positive, got {value}")
     _check_tokenizer_size(cfg, objective.special_tokens)
+    attention_kernel(cfg, model_cfg, "cuda" if torch.cuda.is_available() else "cpu")
     o = cfg.optim
     if o.lr <= 0 or o.warmup_steps < 0 or not 0 <= o.min_lr_ratio <= 1 or o.grad_clip < 0:
         raise ConfigError("optim: lr must be > 0, warmup_steps >= 0, min_lr_ratio in [0, 1], grad_clip >= 0")
@@ -372,7 +378,7 @@ def _yaml_safe(value):
 # fields that steer the process, not what is trained: excluded from the config hash
 _CONTROL = {"run": {"resume", "overwrite", "stop_at_step", "progress", "sample", "report_to", "dist_timeout",
                     "max_steps", "max_tokens", "max_time", "eval_every", "save_every", "keep_last", "cache_dir",
-                    "eval_batches", "output_dir", "name", "project", "peak_flops"}}
+                    "eval_batches", "output_dir", "name", "project", "peak_flops", "attention_kernel"}}
 
 
 def config_hash(cfg: TrainConfig) -> str:

@@ -1,5 +1,5 @@
-"""What the hardware can do: native bf16 on this CPU, the precision `mixed_precision: auto` picks, and the peak
-FLOP/s that MFU is measured against."""
+"""What the hardware can do: native bf16 on this CPU, the precision `mixed_precision: auto` picks, the attention
+kernel `attention_kernel: auto` picks, and the peak FLOP/s that MFU is measured against."""
 from __future__ import annotations
 
 import time
@@ -7,6 +7,11 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
+
+from models import ModelConfig
+from models.flex import unsupported
+
+from ..errors import ConfigError
 
 # dense bf16 peak of known accelerators (FLOP/s, without sparsity)
 KNOWN_PEAKS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12,
@@ -61,3 +66,18 @@ def resolve_precision(choice: str) -> str:
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if cpu_has_native_bf16() else "no"
+
+
+def attention_kernel(cfg, model_cfg: ModelConfig, device_type: str) -> str:
+    """'flex' or 'sdpa' for this run's document masks (cfg: a TrainConfig). auto: FlexAttention wherever it can
+    train, since it skips the empty tiles of a document mask; explicit flex where it cannot is refused."""
+    choice = cfg.run.attention_kernel
+    if choice == "flex" and not cfg.objective.document_masking:
+        raise ConfigError("run.attention_kernel flex computes document masks only; set objective.document_masking "
+                          "true or run.attention_kernel auto")
+    if choice == "sdpa" or not cfg.objective.document_masking:
+        return "sdpa"
+    reason = unsupported(model_cfg, device_type, cfg.run.compile)
+    if choice == "flex" and reason:
+        raise ConfigError(f"run.attention_kernel flex: {reason}; or set run.attention_kernel auto (SDPA here)")
+    return "sdpa" if reason else "flex"

@@ -43,6 +43,9 @@ def run_training(cfg: TrainConfig) -> dict:
     trainer = Trainer(cfg, model, spec.objective, spec.block_length, run.train_blocks, run.val_blocks,
                       run.run_dir.path, acc, run.state)
     trainer.packing = run.packing
+    if acc.is_main_process and cfg.objective.document_masking:
+        kernel = "FlexAttention block masks" if trainer.attention_kernel == "flex" else "SDPA with a boolean mask"
+        print(f"document masks: {kernel} (run.attention_kernel {cfg.run.attention_kernel})", flush=True)
     if run.resume_from is not None:
         trainer.resume(run.resume_from)  # a corrupted checkpoint stops here, with the run directory untouched
         if acc.is_main_process:

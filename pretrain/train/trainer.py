@@ -27,7 +27,7 @@ from ..errors import Stopped, UserError
 from .budget import Budget, stack_flops
 from .checkpoint import CheckpointManager, fault_point
 from .evaluation import validation_metrics, with_perplexity
-from .hardware import peak_flops
+from .hardware import attention_kernel, peak_flops
 from .metrics import MetricsLog, val_metrics
 from .model_handle import ModelHandle
 from .optim import build_optimizer, lr_factor, set_lr
@@ -90,6 +90,8 @@ class Trainer:
         self.module = accelerator.unwrap_model(self.model)
         if r.activation_checkpointing:
             enable_activation_checkpointing(self.module)
+        self.attention_kernel = attention_kernel(cfg, self.module.config, accelerator.device.type)
+        self.module.use_attention_kernel(self.attention_kernel)
         if r.compile:
             self.module.compile()
         # every trained parameter once (an objective's module may share some with the model)
