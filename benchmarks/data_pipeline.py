@@ -2,6 +2,7 @@
 and next to the raw Rust `Tokenizer.encode_batch`, with the same tokenizer on the same documents.
 
     python benchmarks/data_pipeline.py [PATH] [--kind wordpiece] [--vocab-size 8000] [--block 128] [--repeat 3]
+    python benchmarks/data_pipeline.py --scale [--sizes 50,200,1000] [--workers 2,1]   # see data_scale.py
 
 PATH defaults to ../shared/data/tinyshakespeare.txt (relative to the repository root). Targets: ours not slower
 than the run_mlm.py way, and within 2x of raw encode_batch. Each figure is the best of --repeat runs; ours is timed
@@ -60,7 +61,15 @@ def main():
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--block", type=int, default=128)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--scale", action="store_true", help="prepare generated corpora of growing size instead "
+                                                             "(benchmarks/data_scale.py)")
+    parser.add_argument("--sizes", default="50,200,1000", help="--scale: corpus sizes in MB")
+    parser.add_argument("--workers", default=None, help="--scale: worker counts (default: the cores, then 1)")
     args = parser.parse_args()
+    if args.scale:
+        from data_scale import scale_main
+
+        return scale_main(argparse.Namespace(source=args.path, sizes=args.sizes, workers=args.workers))
     datasets.disable_progress_bars()
 
     train, _ = load_corpus(DataConfig(files=[args.path], validation_fraction=0.0))

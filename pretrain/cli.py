@@ -1,6 +1,7 @@
 """The `pretrain` command: one entry point whose subcommands share the config system.
 
     pretrain train [--config X.yaml] [--section.key value ...] [--resume] [--overwrite]
+    pretrain prepare [--config X.yaml] [--section.key value ...]
     pretrain eval RUN_DIR [--batches N] [--checkpoint step_N] [--document-masking on|off]
     pretrain export RUN_DIR --out DIR [--push-to-hub ORG/NAME]   |   pretrain export --from-hub ID --out RUN
     pretrain finetune RUN_OR_FOLDER [--task stdlib-area | --task train.csv | --task hub:DATASET[:CONFIG]]
@@ -26,6 +27,7 @@ USAGE = """usage: pretrain <command> [options]
 
 commands:
   train      train a model: pretrain train [--config X.yaml] [--model.preset bert] [--objective.name mlm] ...
+  prepare    train the tokenizer and tokenize the corpus once, for the runs to come (same options as train)
   eval       evaluate a finished run on its validation split: pretrain eval RUN_DIR
   export     a run -> a Hugging Face folder / the Hub, or a Hugging Face model -> a run
   finetune   fine-tune and probe a pretrained model on a classification task (built-in, local files, Hub)
@@ -40,6 +42,12 @@ def cmd_train(argv: list[str]) -> int:
 
     train_main(None, argv, prog="pretrain train")
     return 0
+
+
+def cmd_prepare(argv: list[str]) -> int:
+    from .train.prepare import prepare_main
+
+    return prepare_main(argv)
 
 
 def cmd_eval(argv: list[str]) -> int:
@@ -97,8 +105,8 @@ def cmd_attention(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "finetune": cmd_finetune,
-            "compare": cmd_compare, "attention": cmd_attention}
+COMMANDS = {"train": cmd_train, "prepare": cmd_prepare, "eval": cmd_eval, "export": cmd_export,
+            "finetune": cmd_finetune, "compare": cmd_compare, "attention": cmd_attention}
 
 
 def main(argv=None) -> int:
@@ -142,12 +150,17 @@ def _one_line(e: Exception) -> str:
 
 
 def run_recipe(defaults: dict, argv=None):
-    """What a recipe file calls: train with the recipe's defaults, errors printed like the CLI's."""
+    """What a recipe file calls: train with the recipe's defaults, errors printed like the CLI's; `recipe.py
+    prepare [flags]` prepares its tokenizer and token cache instead (pretrain prepare)."""
     from .train.main import train_main
 
     prog = f"python {Path(sys.argv[0]).name}" if sys.argv and sys.argv[0] else "recipe"
     argv = list(sys.argv[1:] if argv is None else argv)
     script = shlex.quote(sys.argv[0]) if sys.argv and sys.argv[0] else "the recipe"
+    if argv[:1] == ["prepare"]:  # the recipe's tokenizer and token cache, built once (pretrain prepare)
+        from .train.prepare import prepare_main
+
+        sys.exit(run_guarded(lambda a: prepare_main(a, defaults, f"{prog} prepare"), argv[1:]))
     sys.exit(run_guarded(lambda a: train_main(defaults, a, prog=prog) and 0, argv,
                          continue_with=lambda run_dir: f"python {script} --run.output_dir {shlex.quote(run_dir)} "
                                                        f"--resume"))

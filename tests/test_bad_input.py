@@ -181,6 +181,13 @@ def write(d: Path, name: str, data) -> Path:
     return path
 
 
+def _glob_with_binary(d: Path) -> Path:
+    """30 text files and, among them, one binary file: the glob that holds them."""
+    for i in range(30):
+        write(d / "corpus", f"c{i:02d}.txt", bytes(range(256)) * 64 if i == 17 else "some plain words here\n" * 20)
+    return d / "corpus" / "*.txt"
+
+
 def _resume_with_donor(donor_attr):
     def setup(w, d):
         run = copy_run(w.bert, d / "run")
@@ -267,6 +274,18 @@ CASES = [
          lambda w, d: train_argv(w, d, **{"data.files": str(write(d, "bad.jsonl",
                                                                   '{"text": "fine"}\n{"text": "cut\n'))}),
          ("bad.jsonl:2", "not valid json"), ("fix or remove",), None),
+    Case("binary_file_deep_in_a_glob",
+         lambda w, d: train_argv(w, d, **{"data.files": str(_glob_with_binary(d))}),
+         ("c17.txt", "binary"), ("remove it",), None),
+    Case("malformed_jsonl_line_deep_in_the_file",  # far beyond the 64 KB the first check reads
+         lambda w, d: train_argv(w, d, **{"data.files": str(write(d, "deep.jsonl", '{"text": "fine words"}\n' * 5000
+                                                                  + '{"text": "cut\n'))}),
+         ("deep.jsonl:5001", "not valid json"), ("fix or remove",), None),
+    Case("prepare_malformed_jsonl_line_deep_in_the_file",
+         lambda w, d: ["prepare", *train_argv(w, d, **{"data.files": str(write(
+             d, "deep.jsonl", '{"text": "fine words"}\n' * 5000 + '{"text": "cut\n'))})[1:]],
+         ("deep.jsonl:5001", "not valid json"), ("fix or remove",), None,
+         fixed=lambda w, d: ["prepare", *train_argv(w, d)[1:]]),
     Case("wrong_text_column",
          lambda w, d: train_argv(w, d, **{"data.files": str(write(d, "docs.jsonl",
                                                                   '{"body": "some text here"}\n' * 20))}),

@@ -246,11 +246,12 @@ def test_document_masked_run_exports_with_parity(family, tmp_path):
 
 
 def test_packing_statistics_count_documents_padding_and_lengths():
-    from pretrain.data.packing import blocks_dataset, packing_stats
+    from pretrain.data.packing import packing_stats
+    from pretrain.data.shards import TokenBlocks
 
     e, p = 2, 0
-    blocks = blocks_dataset(torch.tensor([[5, 6, e, 7, 8, 9, e, 4], [4, 4, 4, e, 5, 5, e, p],
-                                          [6, 6, 6, 6, 6, 6, 6, 6]], dtype=torch.int32).numpy())
+    blocks = TokenBlocks(torch.tensor([[5, 6, e, 7, 8, 9, e, 4], [4, 4, 4, e, 5, 5, e, p],
+                                       [6, 6, 6, 6, 6, 6, 6, 6]], dtype=torch.int32).numpy())
     stats = packing_stats(blocks, eos_id=e, pad_id=p, rows_per_chunk=2)  # chunks split the blocks 2 + 1
     assert stats["documents_per_block"] == pytest.approx((3 + 2 + 1) / 3)
     assert stats["real_token_fraction"] == pytest.approx(23 / 24)

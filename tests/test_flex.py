@@ -11,7 +11,6 @@ from models import ModelConfig, Transformer
 from models.attention import build_mask
 from models.flex import document_block_mask
 from pretrain.errors import ConfigError
-from pretrain.train.config import TrainConfig
 from pretrain.train.hardware import attention_kernel
 
 V = 50
@@ -64,10 +63,7 @@ def test_model_outputs_are_the_same_through_flex_and_sdpa(preset):
 
 
 def kernel_for(preset="llama", device="cuda", compile=True, documents=True, choice="auto", **model):
-    cfg = TrainConfig()
-    cfg.model.preset, cfg.run.compile, cfg.run.attention_kernel = preset, compile, choice
-    cfg.objective.document_masking = documents
-    return attention_kernel(cfg, ModelConfig.preset(preset, **SMALL, **model), device)
+    return attention_kernel(choice, documents, ModelConfig.preset(preset, **SMALL, **model), device, compile)
 
 
 def test_auto_picks_flex_only_where_it_can_train():

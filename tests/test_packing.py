@@ -83,7 +83,7 @@ def test_cache_reuse_and_invalidation(tmp_path, wp, char, monkeypatch):
     def no_tokenizing(*a, **k):
         raise AssertionError("the cache should have been reused")
     with monkeypatch.context() as m:
-        m.setattr(packing, "token_stream", no_tokenizing)
+        m.setattr(packing, "write_tokens", no_tokenizing)
         start = time.time()
         train2, _ = build_blocks(cfg, wp, 16, cache)
         assert time.time() - start < 5 and ids_of(train2).tolist() == ids_of(train).tolist()
@@ -107,7 +107,7 @@ def test_validation_blocks_never_hold_training_documents(tmp_path, char):
 def test_a_second_builder_reads_the_first_ones_cache(tmp_path, wp, monkeypatch):
     main = pack(as_dataset(DOCS), wp, 16, tmp_path)
     assert len(list(tmp_path.iterdir())) == 1 and len(main) > 0
-    monkeypatch.setattr(packing, "token_stream", lambda *a, **k: pytest.fail("the worker should read the cache"))
+    monkeypatch.setattr(packing, "write_tokens", lambda *a, **k: pytest.fail("the worker should read the cache"))
     worker = pack(as_dataset(DOCS), wp, 16, tmp_path)
     assert ids_of(worker).tolist() == ids_of(main).tolist()
 

@@ -61,7 +61,7 @@ class DataConfig:
     validation_fraction: float = 0.05  # of each source's documents, held out (ignored with validation_files)
     validation_files: list[str] = field(default_factory=list)
     tail: Literal["drop", "pad"] = "drop"  # the last partial block of the token stream
-    num_proc: Optional[int] = None  # processes for datasets.map (encode_batch already uses all cores)
+    num_proc: Optional[int] = None  # tokenizing worker processes (None: one per core); also datasets.map's
     seed: int = 0
 
 
@@ -219,7 +219,8 @@ def _load_files(files: list[str], cfg: DataConfig, streaming: bool, what: str):
         kwargs = {"sample_by": cfg.txt_split} if fmt == "text" else {}
         column = "text" if fmt == "text" else cfg.text_column
         try:
-            ds = datasets.load_dataset(fmt, data_files=group, split="train", streaming=streaming, **kwargs)
+            with _silent_datasets_log():  # its own error lines would come before ours
+                ds = datasets.load_dataset(fmt, data_files=group, split="train", streaming=streaming, **kwargs)
             if not streaming and fmt == "json" and column in ds.column_names \
                     and ds.data.column(column).null_count:
                 raise ValueError(f"some rows have no string '{column}'")
@@ -229,6 +230,16 @@ def _load_files(files: list[str], cfg: DataConfig, streaming: bool, what: str):
                                       f" {str(e).splitlines()[0]}; check the file's format")) from None
         parts.append(_finish(ds, column, group[0] if len(group) == 1 else what, cfg.num_proc, streaming))
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+
+
+@contextmanager
+def _silent_datasets_log():
+    level = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL + 10)
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(level)
 
 
 def _load_builtin(streaming: bool):

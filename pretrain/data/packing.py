@@ -1,101 +1,54 @@
 """Packing: documents -> one token stream (documents joined by eos) -> blocks of exactly block_length tokens.
 
-    pack(texts, tokenizer, block_length, cache_dir, tail="drop", num_proc=None) -> datasets.Dataset
-                                                            column "input_ids" (int32 lists), torch format
+    pack(texts, tokenizer, block_length, cache_dir, tail="drop", num_proc=None) -> shards.TokenBlocks
+                                                            len(), blocks[indices]["input_ids"] -> LongTensor
     pack_splits(train_texts, val_texts, data_cfg, tokenizer, block_length, cache_dir, rank=0, world_size=1)
                                                             -> (train_blocks, val_blocks)
     pack_stream(texts, tokenizer, block_length, rank=0, world_size=1) -> datasets.IterableDataset (streaming)
 
-Speed: a batched `datasets.map` calls the Rust backend's `encode_batch_fast` directly (already multi-threaded,
-so num_proc rarely helps) and returns ONE row per batch: the batch's documents concatenated, each followed by eos,
-as a numpy array. The stream is then one Arrow buffer, reshaped into a FixedSizeList column without ever making
-Python lists per block. Documents are encoded without the post-processor's [CLS]/[SEP] and with special-token
-text inside documents read as plain text, so eos positions in the stream are exactly the document boundaries.
+The stream is tokenized once, in parallel worker processes, into a memory-mapped token file (pretrain/data/
+shards.py): peak memory does not grow with the corpus, and training reads only the blocks of each batch from
+disk. Documents are encoded without the post-processor's [CLS]/[SEP] and with special-token text inside
+documents read as plain text, so eos positions in the stream are exactly the document boundaries.
 
 Cache: cache_dir/blocks-<key>, key = hash(corpus fingerprint, tokenizer.json hash, block_length, tail), written
-to a temporary directory and renamed into place, so a crash never leaves a half cache and a changed corpus or
-tokenizer never reuses a stale one. The caller lets the main process build it first; a process that still finds
-no cache (node-local disks on several nodes) builds its own copy, and the atomic rename makes that safe.
+to a temporary directory and renamed into place, so a crash or a full disk never leaves a half cache and a changed
+corpus or tokenizer never reuses a stale one. The caller lets the main process build it first; a process that
+still finds no cache (node-local disks on several nodes) builds its own copy, and the atomic rename makes that
+safe.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from pathlib import Path
 
 import datasets
 import numpy as np
-import pyarrow as pa
 from datasets.distributed import split_dataset_by_node
-from tokenizers import Tokenizer
 
 from ..atomic import atomic_dir
 from ..errors import UserError
+from .shards import ENCODE_BATCH, TokenBlocks, encode_documents, finish_blocks, plain_backend, write_tokens
 from .tokenizer import tokenizer_fingerprint
 
-CACHE_VERSION = 1
-ENCODE_BATCH = 1000
+CACHE_VERSION = 2
 STREAM_VAL_DOCUMENTS = 2000  # streaming mode: validation = the first this many held-out documents
 
 
-def _plain_backend(tokenizer):
-    """A copy of the Rust tokenizer without post-processor, reading special-token text as plain text."""
-    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-    backend.encode_special_tokens = True
-    return backend
-
-
-def _encode(batch, backend, eos_id: int):
-    """Batched map: one output row holding the batch's documents' ids, each document followed by eos."""
-    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-    docs = [np.asarray(e.ids, dtype=np.int32) for e in encode(batch["text"], add_special_tokens=False)]
-    eos = np.array([eos_id], dtype=np.int32)
-    parts = [p for d in docs for p in (d, eos)]
-    return {"ids": [np.concatenate(parts) if parts else np.zeros(0, np.int32)]}
-
-
-def token_stream(texts, tokenizer, num_proc=None) -> np.ndarray:
-    """All documents' ids, each followed by eos, as one int32 array."""
+def _check_eos(tokenizer):
     if tokenizer.eos_token_id is None:
         raise UserError("the tokenizer has no eos_token to separate documents; add one with "
                         "pretrain.data.tokenizer.ensure_special_tokens(tokenizer, ('eos_token',))")
-    if len(texts) == 0:
-        return np.zeros(0, np.int32)
-    out = texts.map(_encode, batched=True, batch_size=ENCODE_BATCH, remove_columns=texts.column_names,
-                    fn_kwargs={"backend": _plain_backend(tokenizer), "eos_id": tokenizer.eos_token_id},
-                    num_proc=num_proc, keep_in_memory=True, new_fingerprint=uuid.uuid4().hex,
-                    desc="tokenizing")
-    column = out.data.column("ids").combine_chunks()
-    if isinstance(column, pa.ChunkedArray):  # combine_chunks returns an array in recent pyarrow versions
-        column = pa.concat_arrays(column.chunks)
-    return column.flatten().to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
 
 
-def cut_blocks(stream: np.ndarray, block_length: int, tail: str, pad_id, what: str = "the corpus",
-               fix: str = "give more text or use a smaller run.seq_len") -> np.ndarray:
-    """[n_blocks, block_length] view of the stream; the partial tail dropped or padded with pad_id."""
-    if block_length < 1:
-        raise UserError(f"block length {block_length} must be positive; raise run.seq_len")
-    n = len(stream)
-    if tail == "pad" and n % block_length and n:
-        if pad_id is None:
-            raise UserError("data.tail 'pad' needs the tokenizer's pad_token; add one or use data.tail drop")
-        stream = np.concatenate([stream, np.full(block_length - n % block_length, pad_id, np.int32)])
-    elif tail not in ("drop", "pad"):
-        raise UserError(f"data.tail {tail!r} is unknown; use drop or pad")
-    n_blocks = len(stream) // block_length
-    if n_blocks == 0:
-        raise UserError(f"{what} has {n} tokens, fewer than one block of {block_length}; {fix}")
-    return stream[: n_blocks * block_length].reshape(n_blocks, block_length)
-
-
-def blocks_dataset(blocks: np.ndarray):
-    """A datasets.Dataset with a fixed-size "input_ids" column straight from the numpy array (no Python lists)."""
-    n, length = blocks.shape
-    column = pa.FixedSizeListArray.from_arrays(pa.array(blocks.reshape(-1), type=pa.int32()), length)
-    features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32"), length=length)})
-    return datasets.Dataset(pa.table({"input_ids": column}), info=datasets.DatasetInfo(features=features))
+def token_stream(texts, tokenizer) -> np.ndarray:
+    """All documents' ids, each followed by eos, as one int32 array in memory (for small splits)."""
+    _check_eos(tokenizer)
+    backend = plain_backend(tokenizer)
+    parts = [encode_documents(texts[a:a + ENCODE_BATCH]["text"], backend, tokenizer.eos_token_id)[0]
+             for a in range(0, len(texts), ENCODE_BATCH)]
+    return np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32)
 
 
 def cache_key(texts, tokenizer, block_length: int, tail: str) -> str:
@@ -106,22 +59,39 @@ def cache_key(texts, tokenizer, block_length: int, tail: str) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
 
+def cache_path(texts, tokenizer, block_length: int, cache_dir, tail: str = "drop") -> Path:
+    return Path(cache_dir) / f"blocks-{cache_key(texts, tokenizer, block_length, tail)}"
+
+
 def pack(texts, tokenizer, block_length: int, cache_dir, tail: str = "drop", num_proc=None,
-         what: str = "the corpus", fix: str = "give more text or use a smaller run.seq_len"):
+         what: str = "the corpus", fix: str = "give more text or use a smaller run.seq_len") -> TokenBlocks:
     """Packed, cached blocks of `texts` (a Dataset with a "text" column); see the module docstring."""
-    path = Path(cache_dir) / f"blocks-{cache_key(texts, tokenizer, block_length, tail)}"
+    if block_length < 1:
+        raise UserError(f"block length {block_length} must be positive; raise run.seq_len")
+    if tail not in ("drop", "pad"):
+        raise UserError(f"data.tail {tail!r} is unknown; use drop or pad")
+    if tail == "pad" and tokenizer.pad_token_id is None:
+        raise UserError("data.tail 'pad' needs the tokenizer's pad_token; add one or use data.tail drop")
+    _check_eos(tokenizer)
+    path = cache_path(texts, tokenizer, block_length, cache_dir, tail)
     if not path.exists():
-        blocks = cut_blocks(token_stream(texts, tokenizer, num_proc), block_length, tail,
-                            tokenizer.pad_token_id, what, fix)
-        with atomic_dir(path, if_exists="keep") as tmp:  # a concurrent builder may publish the same cache first
-            blocks_dataset(blocks).save_to_disk(str(tmp))
-    return datasets.load_from_disk(str(path)).with_format("torch")
+        try:
+            with atomic_dir(path, if_exists="keep") as tmp:  # a concurrent builder may publish the same cache first
+                n_tokens, n_docs = write_tokens(texts, tokenizer, tmp, num_proc)
+                if finish_blocks(tmp, tokenizer, n_tokens, n_docs, block_length, tail) == 0:
+                    raise UserError(f"{what} has {n_tokens} tokens, fewer than one block of {block_length}; {fix}")
+        except OSError as e:
+            raise UserError(f"cannot write the token cache {path}: {e.strerror or e}; free disk space there or "
+                            f"set run.cache_dir to another disk, then run again") from None
+    return TokenBlocks.open(path)
 
 
 def packing_stats(blocks, eos_id: int, pad_id, rows_per_chunk: int = 8192) -> dict:
     """How documents fill the blocks: documents per block (pieces of a document the block cut count too), the
-    share of tokens that are not padding, and the mean document length in tokens (its EOS included). Read in
-    chunks, so memory stays flat."""
+    share of tokens that are not padding, and the mean document length in tokens (its EOS included). Blocks of the
+    token cache answer from their document boundaries; others are read in chunks, so memory stays flat."""
+    if isinstance(blocks, TokenBlocks) and blocks.directory is not None and pad_id != eos_id:
+        return blocks.stats()
     n_blocks = len(blocks)
     pieces = real = eos = total = 0
     for start in range(0, n_blocks, rows_per_chunk):
@@ -138,10 +108,10 @@ def packing_stats(blocks, eos_id: int, pad_id, rows_per_chunk: int = 8192) -> di
 
 # ---- streaming ------------------------------------------------------------------------------------------------
 def _stream_blocks(texts, tokenizer, block_length: int, tail: str):
-    backend, eos = _plain_backend(tokenizer), tokenizer.eos_token_id
+    backend, eos = plain_backend(tokenizer), tokenizer.eos_token_id
     buffer = np.zeros(0, np.int32)
     for batch in texts.iter(batch_size=ENCODE_BATCH):
-        buffer = np.concatenate([buffer, _encode(batch, backend, eos)["ids"][0]])
+        buffer = np.concatenate([buffer, encode_documents(batch["text"], backend, eos)[0].astype(np.int32)])
         n = len(buffer) // block_length
         for row in buffer[: n * block_length].reshape(n, block_length):
             yield {"input_ids": row}
@@ -182,7 +152,7 @@ def pack_splits(train_texts, val_texts, data_cfg, tokenizer, block_length: int, 
     else:
         train = pack(train_texts, what="the training corpus", **common)
     if len(val_texts) == 0:
-        val = blocks_dataset(np.zeros((0, block_length), np.int32)).with_format("torch")
+        val = TokenBlocks(np.zeros((0, block_length), np.int64))
     else:
         val = pack(val_texts, what="the validation split",
                    fix="raise data.validation_fraction, give data.validation_files, or use a smaller run.seq_len",

@@ -24,6 +24,7 @@ import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Optional
 
 import datasets
@@ -222,3 +223,14 @@ def tokenizer_for(tok_cfg: TokenizerConfig, texts, roles=(), seed: int = 0, prog
         return ensure_special_tokens(load_tokenizer(tok_cfg.path), roles)
     return train_tokenizer(tok_cfg.kind, tok_cfg.vocab_size, texts, roles, tok_cfg.max_documents, seed,
                            progress=progress)
+
+
+# ---- prepared once (pretrain prepare) ---------------------------------------------------------------------------
+def prepared_tokenizer_dir(cache_dir, tok_cfg: TokenizerConfig, texts, roles, seed: int):
+    """Where `pretrain prepare` keeps the tokenizer it trained for this corpus, tokenizer config, special tokens
+    and seed (a content key, like the blocks' cache), or None for a corpus without a fingerprint (streamed)."""
+    fingerprint = getattr(texts, "_fingerprint", None)
+    if fingerprint is None or tok_cfg.path or not hasattr(texts, "__len__"):
+        return None
+    parts = [fingerprint, len(texts), tok_cfg.kind, tok_cfg.vocab_size, tok_cfg.max_documents, sorted(roles), seed]
+    return Path(cache_dir) / f"tokenizer-{hashlib.sha256(repr(parts).encode()).hexdigest()[:24]}"

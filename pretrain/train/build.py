@@ -29,7 +29,8 @@ from ..atomic import unwritable_reason
 from ..data.corpus import count_documents, describe_corpus, load_corpus, quiet_datasets
 from ..data.order import mix_seed
 from ..data.packing import pack_splits, packing_stats
-from ..data.tokenizer import ensure_special_tokens, tokenizer_fingerprint, tokenizer_for
+from ..data.tokenizer import (ensure_special_tokens, load_tokenizer, prepared_tokenizer_dir, tokenizer_fingerprint,
+                              tokenizer_for)
 from ..errors import ConfigError, UserError
 from .checkpoint import CheckpointManager
 from .config import TrainConfig, config_hash, resolve_model_config, saved_form, to_yaml
@@ -252,8 +253,12 @@ def _prepare(cfg, run_dir: RunDir, resume_from, accelerator, reuse_tokenizer: bo
         texts = load_corpus(cfg.data)
         say(f"corpus: {describe_corpus(cfg.data)}: {count_documents(texts[0])} training / "
             f"{count_documents(texts[1])} validation documents")
+        prepared = prepared_tokenizer_dir(cache_dir(cfg), cfg.tokenizer, texts[0], roles, cfg.data.seed)
         if reuse_tokenizer and run_dir.tokenizer.is_dir():  # resume, or the main process's for the others
             tokenizer = run_dir.read_tokenizer()
+        elif prepared is not None and prepared.is_dir():
+            tokenizer = load_tokenizer(str(prepared))
+            say(f"tokenizer: made by `pretrain prepare` for this corpus ({prepared}), {len(tokenizer):,} tokens")
         else:
             tokenizer = tokenizer_for(cfg.tokenizer, texts[0], roles, seed=cfg.data.seed,
                                       progress=accelerator.is_main_process)

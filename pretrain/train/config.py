@@ -307,7 +307,8 @@ def check_static(cfg: TrainConfig):
         if value is not None and value <= 0:
             raise ConfigError(f"run.{name} must be positive, got {value}")
     _check_tokenizer_size(cfg, objective.special_tokens)
-    attention_kernel(cfg, model_cfg, "cuda" if torch.cuda.is_available() else "cpu")
+    attention_kernel(r.attention_kernel, cfg.objective.document_masking, model_cfg,
+                     "cuda" if torch.cuda.is_available() else "cpu", r.compile)
     o = cfg.optim
     if o.lr <= 0 or o.warmup_steps < 0 or not 0 <= o.min_lr_ratio <= 1 or o.grad_clip < 0:
         raise ConfigError("optim: lr must be > 0, warmup_steps >= 0, min_lr_ratio in [0, 1], grad_clip >= 0")

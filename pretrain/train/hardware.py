@@ -68,16 +68,16 @@ def resolve_precision(choice: str) -> str:
     return "bf16" if cpu_has_native_bf16() else "no"
 
 
-def attention_kernel(cfg, model_cfg: ModelConfig, device_type: str) -> str:
-    """'flex' or 'sdpa' for this run's document masks (cfg: a TrainConfig). auto: FlexAttention wherever it can
-    train, since it skips the empty tiles of a document mask; explicit flex where it cannot is refused."""
-    choice = cfg.run.attention_kernel
-    if choice == "flex" and not cfg.objective.document_masking:
+def attention_kernel(choice: str, document_masking: bool, model_cfg: ModelConfig, device_type: str,
+                     compiled: bool) -> str:
+    """'flex' or 'sdpa' for a run's document masks (choice: run.attention_kernel). auto: FlexAttention wherever
+    it can train, since it skips the empty tiles of a document mask; explicit flex where it cannot is refused."""
+    if choice == "flex" and not document_masking:
         raise ConfigError("run.attention_kernel flex computes document masks only; set objective.document_masking "
                           "true or run.attention_kernel auto")
-    if choice == "sdpa" or not cfg.objective.document_masking:
+    if choice == "sdpa" or not document_masking:
         return "sdpa"
-    reason = unsupported(model_cfg, device_type, cfg.run.compile)
+    reason = unsupported(model_cfg, device_type, compiled)
     if choice == "flex" and reason:
         raise ConfigError(f"run.attention_kernel flex: {reason}; or set run.attention_kernel auto (SDPA here)")
     return "sdpa" if reason else "flex"

@@ -90,7 +90,8 @@ class Trainer:
         self.module = accelerator.unwrap_model(self.model)
         if r.activation_checkpointing:
             enable_activation_checkpointing(self.module)
-        self.attention_kernel = attention_kernel(cfg, self.module.config, accelerator.device.type)
+        self.attention_kernel = attention_kernel(r.attention_kernel, getattr(objective, "documents", False),
+                                                 self.module.config, accelerator.device.type, r.compile)
         self.module.use_attention_kernel(self.attention_kernel)
         if r.compile:
             self.module.compile()
