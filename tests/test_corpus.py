@@ -72,6 +72,23 @@ def test_validation_split_is_disjoint_and_deterministic(tmp_path):
     assert texts(load_corpus(DataConfig(files=[f], validation_fraction=0.2, seed=4))[1]) != val
 
 
+def test_validation_split_is_the_first_documents_of_a_seeded_permutation(tmp_path):
+    """The documents held out are those of numpy's seeded permutation (as before the split became a filter), kept
+    in corpus order; the fingerprints, which key the caches, change with the seed and the fraction."""
+    import numpy as np
+
+    f = write_txt(tmp_path / "a.txt", DOCS)
+    train, val = load_corpus(DataConfig(files=[f], validation_fraction=0.2, seed=3))
+    held_out = set(np.random.default_rng(3).permutation(len(DOCS))[:8].tolist())
+    assert texts(val) == [d for i, d in enumerate(DOCS) if i in held_out]
+    assert texts(train) == [d for i, d in enumerate(DOCS) if i not in held_out]
+    prints = {(s.seed, s.validation_fraction): tuple(x._fingerprint for x in load_corpus(s))
+              for s in (DataConfig(files=[f], validation_fraction=0.2, seed=3),
+                        DataConfig(files=[f], validation_fraction=0.2, seed=4),
+                        DataConfig(files=[f], validation_fraction=0.3, seed=3))}
+    assert len({p for pair in prints.values() for p in pair}) == 6
+
+
 def test_validation_files(tmp_path):
     f = write_txt(tmp_path / "a.txt", DOCS[:30])
     v = write_txt(tmp_path / "v.txt", DOCS[30:])

@@ -173,11 +173,15 @@ def test_in_memory_blocks_read_like_the_file(wp):
     assert len(blocks) == 3 and blocks.block_length == 8 and blocks[1]["input_ids"].tolist() == list(range(8, 16))
 
 
+@pytest.mark.parametrize("chunk", [3, 1 << 20])  # boundaries read a few at a time, or all in one chunk
 @pytest.mark.parametrize("tail", ["drop", "pad"])
 @pytest.mark.parametrize("length", [5, 8, 16])
-def test_statistics_from_document_boundaries_equal_a_pass_over_the_tokens(tmp_path, wp, tail, length):
+def test_statistics_from_document_boundaries_equal_a_pass_over_the_tokens(tmp_path, wp, tail, length, chunk,
+                                                                           monkeypatch):
+    from pretrain.data import shards
     from pretrain.data.packing import packing_stats
 
+    monkeypatch.setattr(shards, "STATS_CHUNK", chunk)
     blocks = pack(as_dataset(DOCS), wp, length, tmp_path, tail=tail)
     in_memory = TokenBlocks(np.asarray(blocks.array))  # no directory: the chunked pass over every token
     slow = packing_stats(in_memory, wp.eos_token_id, wp.pad_token_id, rows_per_chunk=7)

@@ -29,6 +29,7 @@ TOKENS, DOCUMENT_ENDS, META = "tokens.bin", "document_ends.bin", "meta.json"
 ENCODE_BATCH = 1000  # documents per encode_batch call
 MAX_TASK_ROWS = 100_000
 COPY_BYTES = 1 << 24
+STATS_CHUNK = 1 << 20  # document boundaries per step of TokenBlocks.stats
 _JOB: dict = {}  # what a forked worker inherits: the texts, the tokenizer backend, eos id and token dtype
 
 
@@ -208,9 +209,12 @@ class TokenBlocks:
         n, length = len(self), self.block_length
         region = n * length
         real = min(self.token_count, region)  # the dropped tail is outside; a padded one is inside, not real
-        ends = self.document_ends()
-        ends = ends[ends <= real]  # documents whose eos is inside the blocks
-        ending_on_eos = int(np.count_nonzero(ends % length == 0))  # full blocks whose last token is an eos
-        pieces = len(ends) + real // length - ending_on_eos  # a full block not ending on eos holds one more piece
+        all_ends, inside, ending_on_eos = self.document_ends(), 0, 0
+        for start in range(0, len(all_ends), STATS_CHUNK):  # in chunks: memory stays flat
+            ends = all_ends[start:start + STATS_CHUNK]
+            ends = ends[ends <= real]  # documents whose eos is inside the blocks
+            inside += len(ends)
+            ending_on_eos += int(np.count_nonzero(ends % length == 0))  # full blocks whose last token is an eos
+        pieces = inside + real // length - ending_on_eos  # a full block not ending on eos holds one more piece
         return {"documents_per_block": pieces / max(n, 1), "real_token_fraction": real / max(region, 1),
-                "mean_document_length": real / max(len(ends), 1)}
+                "mean_document_length": real / max(inside, 1)}
