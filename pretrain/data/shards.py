@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from .mapped_pages import corpus_files, release
+
 
 TOKENS, DOCUMENT_ENDS, META = "tokens.bin", "document_ends.bin", "meta.json"
 ENCODE_BATCH = 1000  # documents per encode_batch call
@@ -113,9 +115,11 @@ def write_tokens(texts, tokenizer, directory: Path, num_proc: int | None = None)
                 dtype=token_dtype(tokenizer))
     try:
         with _Appender(directory) as out:
-            if workers == 1:
+            if workers == 1:  # here the corpus is read in this process: its pages go back after every task
+                files = corpus_files(texts)
                 for task in tasks:
                     out.append(task[2], _write_part(task))
+                    release(files)
             else:
                 with _pool(workers) as pool:
                     for task, counts in zip(tasks, pool.imap(_write_part, tasks)):  # in task order

@@ -33,6 +33,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from ..errors import UserError
+from .mapped_pages import corpus_files, releasing
 
 N_SENTINELS = 100
 SENTINELS = tuple(f"<extra_id_{i}>" for i in range(N_SENTINELS))
@@ -134,7 +135,8 @@ def _sample_texts(texts, max_documents: Optional[int], seed: int):
     n = len(texts)
     if max_documents and n > max_documents:
         texts = texts.select(np.sort(np.random.default_rng(seed).choice(n, max_documents, replace=False)))
-    return (b["text"] for b in texts.iter(batch_size=1000)), len(texts)
+    # the pages of the corpus read so far are given back as the pass goes: memory stays flat
+    return releasing((b["text"] for b in texts.iter(batch_size=1000)), corpus_files(texts)), len(texts)
 
 
 def reserved_tokens(kind: str, roles) -> list[str]:
