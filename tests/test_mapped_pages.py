@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from pretrain.data import mapped_pages, shards
+from pretrain.data.corpus import DataConfig, load_corpus
 from pretrain.data.shards import TOKENS
 from pretrain.data.tokenizer import train_tokenizer
 
@@ -79,3 +80,25 @@ def test_tokenizing_in_one_process_gives_the_corpus_pages_back(mapped_corpus, tm
 def test_nothing_to_release_for_an_in_memory_corpus():
     texts = datasets.Dataset.from_dict({"text": ["a b c"]})
     assert mapped_pages.corpus_files(texts) == set() and mapped_pages.release(set()) == 0
+
+
+def test_cleaning_a_file_corpus_gives_the_source_pages_back_during_the_pass(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(" ".join(rng.choice(WORDS, 20)) for _ in range(50_000)) + "\n")
+    monkeypatch.setattr(mapped_pages, "RELEASE_EVERY", 10_000)
+    seen = []
+    release = mapped_pages.release
+
+    def spy(files):
+        before = resident_bytes(files)
+        advised = release(files)
+        seen.append((before, advised, resident_bytes(files)))
+        return advised
+
+    monkeypatch.setattr(mapped_pages, "release", spy)
+    train, val = load_corpus(DataConfig(files=[str(corpus)]))
+    assert len(train) + len(val) == 50_000 and train[0]["text"]
+    assert len(seen) >= 4 and all(advised > 0 for _, advised, _ in seen)  # during the pass, every 10,000
+    assert max(before for before, _, _ in seen) > 500_000  # what was read since the last release...
+    assert max(after for _, _, after in seen) < 200_000  # ...was given back

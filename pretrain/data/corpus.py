@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from ..errors import UserError
 from .builtin import builtin_corpus_texts
+from .mapped_pages import corpus_files, note_read, release
 
 FORMATS = {".txt": "text", ".text": "text", ".md": "text", ".jsonl": "json", ".json": "json",
            ".parquet": "parquet", ".csv": "csv"}
@@ -186,16 +187,20 @@ def diagnose(files: list[str], column: str) -> UserError | None:
 ROWS_PER_RECORD_BATCH = 10_000  # the Arrow files' record batches: see _finish
 
 
-def _clean(batch, column: str):
-    """Strip documents and drop the empty ones (a batched map may return fewer rows)."""
+def _clean(batch, column: str, source_files: tuple = ()):
+    """Strip documents and drop the empty ones (a batched map may return fewer rows). The pages of the source's
+    Arrow files read so far are given back as the pass goes (mapped_pages): memory does not grow with the corpus."""
     texts = (t.strip() for t in batch[column] if t)
+    if source_files:
+        note_read(source_files, len(batch[column]))
     return {"text": [t for t in texts if t]}
 
 
 def _finish(ds, column: str, where: str, num_proc=None, streaming=False):
-    """One "text" column of stripped, non-empty strings. Written in Arrow record batches of 10,000 rows, not
-    datasets' 1,000: opening a memory-mapped Arrow file reads every batch's header, and the kernel maps the pages
-    around each one, so small batches leave ~40% of a corpus's pages in the process's memory at every run."""
+    """One "text" column of stripped, non-empty strings, in one pass (the map writes the string type itself).
+    Written in Arrow record batches of 10,000 rows, not datasets' 1,000: opening a memory-mapped Arrow file reads
+    every batch's header, and the kernel maps the pages around each one, so small batches leave ~40% of a corpus's
+    pages in the process's memory at every run."""
     names = ds.column_names
     if names is not None and column not in names:
         raise UserError(f"{where}: no column '{column}' (columns: {', '.join(names)}); set data.text_column to "
@@ -207,13 +212,15 @@ def _finish(ds, column: str, where: str, num_proc=None, streaming=False):
                         f"to the text's column")
     if names is None:  # a stream whose columns are unknown until read
         ds, names = ds.select_columns([column]), [column]
-    kwargs = {} if streaming else {"num_proc": num_proc, "desc": "cleaning documents",
-                                   "writer_batch_size": ROWS_PER_RECORD_BATCH}
-    out = ds.map(_clean, batched=True, batch_size=ROWS_PER_RECORD_BATCH, fn_kwargs={"column": column},
-                 remove_columns=names, **kwargs)
-    if not streaming:
-        out = out.cast(datasets.Features({"text": datasets.Value("string")}), batch_size=ROWS_PER_RECORD_BATCH,
-                       writer_batch_size=ROWS_PER_RECORD_BATCH)
+    if streaming:
+        return ds.map(_clean, batched=True, batch_size=ROWS_PER_RECORD_BATCH, fn_kwargs={"column": column},
+                      remove_columns=names)
+    source_files = tuple(sorted(corpus_files(ds)))
+    out = ds.map(_clean, batched=True, batch_size=ROWS_PER_RECORD_BATCH, remove_columns=names,
+                 fn_kwargs={"column": column, "source_files": source_files}, num_proc=num_proc,
+                 desc="cleaning documents", writer_batch_size=ROWS_PER_RECORD_BATCH,
+                 features=datasets.Features({"text": datasets.Value("string")}))
+    release(set(source_files))
     return out
 
 

@@ -45,14 +45,24 @@ def release(files: set[str]) -> int:
     return advised
 
 
+_unreleased: dict[tuple, int] = {}  # documents read from each set of files since its pages were last given back
+
+
+def note_read(files, documents: int):
+    """Count `documents` read from `files` and give their pages back every RELEASE_EVERY documents: for a pass
+    that runs inside a library (datasets' map calls this from its function)."""
+    key = tuple(sorted(files))
+    read = _unreleased.get(key, 0) + documents
+    if read >= RELEASE_EVERY:
+        release(set(key))
+        read = 0
+    _unreleased[key] = read
+
+
 def releasing(batches, files: set[str]):
-    """The batches (lists of documents) unchanged, releasing the mapped pages of `files` every RELEASE_EVERY
+    """The batches (lists of documents) unchanged, giving the pages of `files` back every RELEASE_EVERY
     documents and once at the end."""
-    read = 0
     for batch in batches:
         yield batch
-        read += len(batch)
-        if read >= RELEASE_EVERY:
-            release(files)
-            read = 0
+        note_read(files, len(batch))
     release(files)
