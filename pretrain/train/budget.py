@@ -29,6 +29,14 @@ class Budget:
             fractions.append(elapsed / self.max_time)
         return min(1.0, max(fractions + [0.0]))
 
+    def decay_start(self, optim_cfg) -> float:
+        """Where a wsd schedule's decay begins, as progress after warmup: before the last optim.decay_steps
+        steps of a step (or token) budget, else before the last optim.decay_fraction of the budget."""
+        if optim_cfg.decay_steps is not None and self.max_steps:
+            warm = min(self.warmup_steps, self.max_steps - 1)
+            return max(0.0, 1.0 - optim_cfg.decay_steps / max(1, self.max_steps - warm))
+        return 1.0 - optim_cfg.decay_fraction
+
     def done_fraction(self, step: int, elapsed: float) -> float:
         """Fraction of the budget done, warmup included (the progress bar's)."""
         fractions = [step / self.max_steps] if self.max_steps else []

@@ -34,6 +34,7 @@ from ..data.tokenizer import (ensure_special_tokens, load_tokenizer, prepared_to
 from ..errors import ConfigError, UserError
 from .checkpoint import CheckpointManager
 from .config import TrainConfig, config_hash, resolve_model_config, saved_form, to_yaml
+from .decay import source_run
 from .hardware import resolve_precision
 from .run_dir import MODEL_CONFIG, WEIGHTS, RunDir, load_state_dict, read_json
 
@@ -186,16 +187,19 @@ class Run:
 
 
 def resume_point(cfg: TrainConfig, run_dir: RunDir, say=print) -> Path | None:
-    """The checkpoint to resume from, or None; refuses a directory that holds another run (nothing touched)."""
+    """The checkpoint to resume from, or None; refuses a directory that holds another run (nothing touched). A
+    decay run (run.decay_from) starts from the source run's checkpoint until it has one of its own."""
+    start = Path(cfg.run.decay_from) if cfg.run.decay_from else None
     if cfg.run.resume == "auto":
         latest = run_dir.latest_checkpoint()
         if latest is None:
-            say(f"--resume: no complete checkpoint in {run_dir.checkpoints}; starting from step 0")
-        return latest
+            say(f"--resume: no complete checkpoint in {run_dir.checkpoints}; starting from "
+                f"{start or 'step 0'}")
+        return latest or start
     if run_dir.holds_run() and not cfg.run.overwrite:
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to replace it, "
                           f"or choose another --run.output_dir")
-    return None
+    return start
 
 
 def check_writable(path: Path):
@@ -256,6 +260,8 @@ def _prepare(cfg, run_dir: RunDir, resume_from, accelerator, reuse_tokenizer: bo
         prepared = prepared_tokenizer_dir(cache_dir(cfg), cfg.tokenizer, texts[0], roles, cfg.data.seed)
         if reuse_tokenizer and run_dir.tokenizer.is_dir():  # resume, or the main process's for the others
             tokenizer = run_dir.read_tokenizer()
+        elif cfg.run.decay_from:  # a decay continues the source run: its tokenizer
+            tokenizer = source_run(cfg.run.decay_from).read_tokenizer()
         elif prepared is not None and prepared.is_dir():
             tokenizer = load_tokenizer(str(prepared))
             say(f"tokenizer: made by `pretrain prepare` for this corpus ({prepared}), {len(tokenizer):,} tokens")

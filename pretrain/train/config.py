@@ -29,6 +29,7 @@ from objectives import objective_class
 from ..data.corpus import DataConfig
 from ..data.tokenizer import STANDARD, TokenizerConfig, reserved_tokens
 from ..errors import ConfigError, UserError
+from .decay import decay_config, source_checkpoint, source_run
 from .hardware import attention_kernel
 from .run_dir import RunDir
 
@@ -81,14 +82,19 @@ class ObjectiveSection:
 
 @dataclass
 class OptimSection:
-    """AdamW (decay on weight matrices only) with warmup then cosine / linear decay to min_lr_ratio * lr."""
+    """AdamW (decay on weight matrices only) with warmup then cosine / linear decay to min_lr_ratio * lr, constant,
+    or wsd: warmup, the peak rate, then a decay_shape decay over the last decay_steps steps (None: the last
+    decay_fraction of the budget)."""
     lr: float = 5e-4
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-8
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    schedule: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1
+    decay_steps: Optional[int] = None
+    decay_fraction: float = 0.2  # Hagele et al. 2024: 20% of 1-sqrt decay matches a cosine run
+    decay_shape: Literal["linear", "cosine", "1-sqrt"] = "1-sqrt"
     grad_clip: float = 1.0
     fused: Optional[bool] = None
 
@@ -126,6 +132,7 @@ class RunSection:
     sample: bool = True
     cache_dir: Optional[str] = None
     dist_timeout: float = 600.0
+    decay_from: Optional[str] = None  # a stable-phase checkpoint to decay from, in a new run (pretrain/train/decay.py)
 
 
 
@@ -312,6 +319,23 @@ def check_static(cfg: TrainConfig):
     o = cfg.optim
     if o.lr <= 0 or o.warmup_steps < 0 or not 0 <= o.min_lr_ratio <= 1 or o.grad_clip < 0:
         raise ConfigError("optim: lr must be > 0, warmup_steps >= 0, min_lr_ratio in [0, 1], grad_clip >= 0")
+    _check_decay(o, r)
+
+
+def _check_decay(o: OptimSection, r: RunSection):
+    """The wsd schedule's decay: a positive length that leaves room for warmup, in a budget that counts steps."""
+    if not 0 < o.decay_fraction <= 1:
+        raise ConfigError(f"optim.decay_fraction {o.decay_fraction} must be in (0, 1]; e.g. 0.2")
+    if o.decay_steps is None:
+        return
+    if o.decay_steps < 1:
+        raise ConfigError(f"optim.decay_steps must be at least 1, got {o.decay_steps}")
+    if r.max_steps is None and r.max_tokens is None:
+        raise ConfigError("optim.decay_steps counts steps, but the budget is run.max_time only; use "
+                          "optim.decay_fraction with a time budget, or set run.max_steps")
+    if r.max_steps is not None and r.max_tokens is None and o.decay_steps > r.max_steps - o.warmup_steps:
+        raise ConfigError(f"optim.decay_steps {o.decay_steps} does not fit after optim.warmup_steps "
+                          f"{o.warmup_steps} in run.max_steps {r.max_steps}; lower it or raise run.max_steps")
 
 
 def _check_tokenizer_size(cfg: TrainConfig, roles):
@@ -400,12 +424,19 @@ def saved_form(cfg: TrainConfig) -> TrainConfig:
 
 
 def load_config(argv, defaults, prog) -> TrainConfig:
-    """Parse the command line; with --resume, the run's own config.yaml goes under anything given now."""
+    """Parse the command line; with --resume, the run's own config.yaml goes under anything given now; with
+    run.decay_from, the source run's (and the decay settings follow: pretrain/train/decay.py)."""
     cfg = parse_config(argv, defaults, prog, check=False)
     saved = RunDir(cfg.run.output_dir).config
     if cfg.run.resume == "auto" and saved.is_file():
         cfg = parse_config(argv, defaults, prog, saved_config=str(saved))
         cfg.run.resume = "auto"
         cfg.run.overwrite = False
+        return cfg
+    if cfg.run.decay_from:
+        checkpoint, step = source_checkpoint(cfg.run.decay_from)
+        source = str(source_run(checkpoint).config)
+        cfg = decay_config(parse_config(argv, defaults, prog, saved_config=source, check=False), checkpoint, step)
+        check_static(cfg)
         return cfg
     return parse_config(argv, defaults, prog)

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..inspect.sample import sample
 from .build import build_model, build_run, make_accelerator
 from .config import TrainConfig, load_config, saved_form, to_yaml
+from .decay import inherit_metrics, starts_here
 from .trackers import flat_config, tracker_setup
 from .trainer import Trainer
 
@@ -49,6 +50,10 @@ def run_training(cfg: TrainConfig) -> dict:
     if run.resume_from is not None:
         trainer.resume(run.resume_from)  # a corrupted checkpoint stops here, with the run directory untouched
         if acc.is_main_process:
+            if starts_here(run.run_dir, run.resume_from):
+                inherit_metrics(run.run_dir, run.resume_from)
+                print(f"decay: from {run.resume_from} (step {trainer.step}), {cfg.optim.decay_steps} steps of "
+                      f"{cfg.optim.decay_shape} decay to step {cfg.run.max_steps}", flush=True)
             run.run_dir.write_config(to_yaml(saved_form(cfg)))
             run.run_dir.write_model_config(spec.model_cfg)
     if log_with:

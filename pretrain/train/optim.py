@@ -5,8 +5,11 @@ token-type): biases, norm gains and embeddings are not (the BERT / GPT-2 / nanoG
 is the token embedding, so it is not decayed either.
 
 The schedule is computed by the trainer at every step from the run's progress (no stateful scheduler to save):
-linear warmup over `warmup_steps`, then cosine / linear decay to `min_lr_ratio * lr`, or constant. With a time
-budget the decay follows the elapsed fraction of `max_time`.
+linear warmup over `warmup_steps`, then cosine / linear decay to `min_lr_ratio * lr`, or constant, or
+warmup-stable-decay (wsd: the peak rate until the last `decay_steps` steps -- or the last `decay_fraction` of the
+budget -- then a linear, cosine or 1-sqrt decay to the floor; the schedule of MiniCPM, ModernBERT and OLMo, whose
+stable-phase checkpoints can each be decayed later: pretrain/train/decay.py). With a time budget the decay follows
+the elapsed fraction of `max_time`.
 """
 from __future__ import annotations
 
@@ -37,11 +40,18 @@ def build_optimizer(model: nn.Module, optim_cfg, device_type: str) -> torch.opti
                              fused=bool(fused))
 
 
-def lr_factor(step: int, progress: float, optim_cfg) -> float:
+# the shape of a decay from the peak (q = 0) to the floor (q = 1)
+DECAY_SHAPES = {"linear": lambda q: 1.0 - q, "cosine": lambda q: 0.5 * (1.0 + math.cos(math.pi * q)),
+                "1-sqrt": lambda q: 1.0 - math.sqrt(q)}
+
+
+def lr_factor(step: int, progress: float, optim_cfg, decay_start: float | None = None) -> float:
     """Multiplier of the peak lr at optimizer step `step` (0-based, the step about to be taken).
 
     progress: fraction of the budget done, in [0, 1] (steps, tokens or time, whichever is furthest).
-    For step budgets the trainer passes progress measured after warmup so decay starts when warmup ends."""
+    For step budgets the trainer passes progress measured after warmup so decay starts when warmup ends.
+    decay_start (wsd): the progress at which the decay begins (Budget.decay_start); 1 - optim.decay_fraction
+    when not given."""
     warm = optim_cfg.warmup_steps
     if warm > 0 and step < warm:
         return (step + 1) / warm
@@ -49,9 +59,13 @@ def lr_factor(step: int, progress: float, optim_cfg) -> float:
         return 1.0
     p = min(max(progress, 0.0), 1.0)
     floor = optim_cfg.min_lr_ratio
-    if optim_cfg.schedule == "linear":
-        return floor + (1.0 - floor) * (1.0 - p)
-    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * p))
+    if optim_cfg.schedule != "wsd":
+        return floor + (1.0 - floor) * DECAY_SHAPES[optim_cfg.schedule](p)
+    start = 1.0 - optim_cfg.decay_fraction if decay_start is None else decay_start
+    if p <= start:
+        return 1.0  # the stable phase
+    q = min(1.0, (p - start) / (1.0 - start))
+    return floor + (1.0 - floor) * DECAY_SHAPES[optim_cfg.decay_shape](q)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float):

@@ -118,7 +118,7 @@ class Trainer:
 
     def lr(self) -> float:
         return self.optim_cfg.lr * lr_factor(self.step, self.budget.progress(self.step, self.elapsed),
-                                             self.optim_cfg)
+                                             self.optim_cfg, self.budget.decay_start(self.optim_cfg))
 
     # ---- state ---------------------------------------------------------------------------------------------------
     def state(self) -> dict:
