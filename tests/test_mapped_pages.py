@@ -57,7 +57,6 @@ def test_release_unmaps_the_pages_a_pass_read_and_they_read_again(mapped_corpus)
 
 def test_training_a_tokenizer_gives_the_corpus_pages_back(mapped_corpus, monkeypatch):
     texts, files, size = mapped_corpus
-    monkeypatch.setattr(mapped_pages, "RELEASE_EVERY", 10_000)
     read_all(texts)
     seen = []
     release = mapped_pages.release
@@ -67,13 +66,20 @@ def test_training_a_tokenizer_gives_the_corpus_pages_back(mapped_corpus, monkeyp
     assert resident_bytes(files) < size // 20
 
 
-def test_tokenizing_in_one_process_gives_the_corpus_pages_back(mapped_corpus, tmp_path, monkeypatch):
+def test_tokenizing_gives_the_pages_back_during_a_task(mapped_corpus, tmp_path, monkeypatch):
+    """A split's rows lie scattered over the whole corpus file: a task reading them gives its pages back as it
+    goes, not only when it ends (in a worker, or here in the one process)."""
     texts, files, size = mapped_corpus
-    monkeypatch.setattr(shards, "MAX_TASK_ROWS", 10_000)
     tok = train_tokenizer("wordpiece", 200, texts.select(range(1000)), progress=False)
-    read_all(texts)
-    n_tokens, n_docs = shards.write_tokens(texts, tok, tmp_path, num_proc=1)
-    assert n_docs == 50_000 and (tmp_path / TOKENS).stat().st_size == 2 * n_tokens
+    split = texts.filter(lambda _, i: i % 3 == 0, with_indices=True)  # every third document: an indices mapping
+    calls = []
+    release = mapped_pages.release
+    monkeypatch.setattr(mapped_pages, "release", lambda f: calls.append(resident_bytes(f)) or release(f))
+    monkeypatch.setattr(shards, "release", mapped_pages.release)
+    monkeypatch.setattr(mapped_pages, "RELEASE_EVERY", 500)
+    n_tokens, n_docs = shards.write_tokens(split, tok, tmp_path, num_proc=1)  # 8 tasks of ~2,100 rows
+    assert n_docs == len(split) and (tmp_path / TOKENS).stat().st_size == 2 * n_tokens
+    assert len(calls) >= 20  # during each task (after every batch of 1,000 rows: 17), not only at its end (8)
     assert resident_bytes(files) < size // 20
 
 
@@ -86,7 +92,6 @@ def test_cleaning_a_file_corpus_gives_the_source_pages_back_during_the_pass(tmp_
     rng = np.random.default_rng(1)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(" ".join(rng.choice(WORDS, 20)) for _ in range(50_000)) + "\n")
-    monkeypatch.setattr(mapped_pages, "RELEASE_EVERY", 10_000)
     seen = []
     release = mapped_pages.release
 

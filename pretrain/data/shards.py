@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from .mapped_pages import corpus_files, release
+from .mapped_pages import corpus_files, note_read, release
 
 
 TOKENS, DOCUMENT_ENDS, META = "tokens.bin", "document_ends.bin", "meta.json"
@@ -63,7 +63,7 @@ def encode_documents(texts: list[str], backend, eos_id: int) -> tuple[np.ndarray
 def _write_part(task: tuple[int, int, str]) -> tuple[int, int]:
     """Tokenize rows [start, stop) into part files `prefix.tokens` / `prefix.lengths`; (tokens, documents)."""
     start, stop, prefix = task
-    texts, backend, eos, dtype = _JOB["texts"], _JOB["backend"], _JOB["eos"], _JOB["dtype"]
+    texts, backend, eos, dtype, files = (_JOB[k] for k in ("texts", "backend", "eos", "dtype", "files"))
     n_tokens = n_docs = 0
     with open(prefix + ".tokens", "wb") as tokens, open(prefix + ".lengths", "wb") as lengths:
         for a in range(start, stop, ENCODE_BATCH):
@@ -71,6 +71,8 @@ def _write_part(task: tuple[int, int, str]) -> tuple[int, int]:
             tokens.write(ids.astype(dtype).tobytes())
             lengths.write(doc_lengths.tobytes())
             n_tokens, n_docs = n_tokens + len(ids), n_docs + len(doc_lengths)
+            note_read(files, len(doc_lengths))  # a split's rows lie scattered over the corpus's pages
+    release(files)
     return n_tokens, n_docs
 
 
@@ -112,14 +114,12 @@ def write_tokens(texts, tokenizer, directory: Path, num_proc: int | None = None)
     rows = min(MAX_TASK_ROWS, max(ENCODE_BATCH, math.ceil(n_rows / (workers * 8))))
     tasks = [(a, min(a + rows, n_rows), str(directory / f"part-{i:06d}")) for i, a in enumerate(range(0, n_rows, rows))]
     _JOB.update(texts=texts, backend=plain_backend(tokenizer), eos=tokenizer.eos_token_id,
-                dtype=token_dtype(tokenizer))
+                dtype=token_dtype(tokenizer), files=corpus_files(texts))
     try:
         with _Appender(directory) as out:
-            if workers == 1:  # here the corpus is read in this process: its pages go back after every task
-                files = corpus_files(texts)
+            if workers == 1:
                 for task in tasks:
                     out.append(task[2], _write_part(task))
-                    release(files)
             else:
                 with _pool(workers) as pool:
                     for task, counts in zip(tasks, pool.imap(_write_part, tasks)):  # in task order
