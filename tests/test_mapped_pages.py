@@ -8,6 +8,7 @@ import pytest
 
 from pretrain.data import mapped_pages, shards
 from pretrain.data.corpus import DataConfig, load_corpus
+from pretrain.data.packing import pack
 from pretrain.data.shards import TOKENS
 from pretrain.data.tokenizer import train_tokenizer
 
@@ -81,6 +82,15 @@ def test_tokenizing_gives_the_pages_back_during_a_task(mapped_corpus, tmp_path, 
     assert n_docs == len(split) and (tmp_path / TOKENS).stat().st_size == 2 * n_tokens
     assert len(calls) >= 20  # during each task (after every batch of 1,000 rows: 17), not only at its end (8)
     assert resident_bytes(files) < size // 20
+
+
+def test_packing_leaves_no_corpus_pages_to_the_workers_or_the_training_run(mapped_corpus, tmp_path):
+    texts, files, size = mapped_corpus
+    tok = train_tokenizer("wordpiece", 200, texts.select(range(1000)), progress=False)
+    pack(texts, tok, 64, tmp_path)  # builds the cache
+    read_all(texts)  # what reading the corpus (the split, the tokenizer) leaves mapped
+    blocks = pack(texts, tok, 64, tmp_path)  # finds it
+    assert len(blocks) > 0 and resident_bytes(files) < size // 20
 
 
 def test_nothing_to_release_for_an_in_memory_corpus():

@@ -29,6 +29,7 @@ from datasets.distributed import split_dataset_by_node
 
 from ..atomic import atomic_dir
 from ..errors import UserError
+from .mapped_pages import corpus_files, release
 from .shards import ENCODE_BATCH, TokenBlocks, encode_documents, finish_blocks, plain_backend, write_tokens
 from .tokenizer import tokenizer_fingerprint
 
@@ -74,6 +75,9 @@ def pack(texts, tokenizer, block_length: int, cache_dir, tail: str = "drop", num
         raise UserError("data.tail 'pad' needs the tokenizer's pad_token; add one or use data.tail drop")
     _check_eos(tokenizer)
     path = cache_path(texts, tokenizer, block_length, cache_dir, tail)
+    # the corpus pages reading it so far left mapped (the split's index, record-batch headers): neither the
+    # tokenizing workers nor the training run that follows need them
+    release(corpus_files(texts))
     if not path.exists():
         try:
             with atomic_dir(path, if_exists="keep") as tmp:  # a concurrent builder may publish the same cache first
