@@ -11,7 +11,10 @@ from pretrain.train.hardware import cpu_has_native_bf16, measured_matmul_flops
 SIZES = {
     "small": dict(vocab=16384, d=256, layers=4, heads=4, ff=1024, seq=128, batch=16),
     "medium": dict(vocab=32768, d=512, layers=8, heads=8, ff=2048, seq=512, batch=8),
+    # GPT-2 124M (nanoGPT's padded vocabulary) and, for BERT, BERT-base at sequence 128: the GPU check's sizes
+    "base": dict(vocab=50304, d=768, layers=12, heads=12, ff=3072, seq=1024, batch=16),
 }
+FAMILY_SIZES = {("bert", "base"): dict(vocab=30522, seq=128, batch=128)}
 FAMILIES = {"bert": ("mlm", "BERT+MLM"), "gpt2": ("clm", "GPT-2+CLM"), "bart": ("infill", "BART+infill"),
             "t5": ("span", "T5+span")}
 SPECIALS = ["<pad>", "</s>", "<s>", "<unk>", "<mask>"] + [f"<extra_id_{i}>" for i in range(100)]
@@ -62,7 +65,7 @@ def build_case(family: str, size: str, device: str, sides=("ours", "theirs"), do
     documents: ours keeps attention inside the packed documents (transformers' classes cannot; theirs is the same
     reference either way, so the two rows' ratios show what the mask costs). kernel: ours computes document masks
     with SDPA or FlexAttention (models/flex.py). attention_dropout: both sides (None: the preset's)."""
-    s = SIZES[size]
+    s = {**SIZES[size], **FAMILY_SIZES.get((family, size), {})}
     objective_name, label = FAMILIES[family]
     tokenizer = synthetic_tokenizer(s["vocab"])
     ids = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,

@@ -5,6 +5,7 @@ with the same hyper-parameters and the same batch, alternating the two in one pr
     python benchmarks/train_step.py --sizes small --dtypes fp32,bf16 --compile --steps 10
     python benchmarks/train_step.py --documents both      # with and without objective.document_masking
     python benchmarks/train_step.py --documents on --compile --flex   # GPU: document masks by SDPA and by Flex
+    benchmarks/gpu_check.sh                               # GPU: GPT-2 124M and BERT-base, bf16, compiled
 
 Prints, per case: median step time, tokens/s of both, the ratio, MFU against this machine's measured matmul rate,
 and peak memory (CUDA: max allocated; CPU: peak RSS of a child process running just that implementation)."""
@@ -22,6 +23,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from bench_cases import build_case, cpu_has_native_bf16, measure_matmul_tflops  # noqa: E402
+from pretrain.train.hardware import KNOWN_PEAKS  # noqa: E402
 
 
 def autocast(dtype, device):
@@ -119,9 +121,23 @@ def modes(args) -> list[tuple[bool, bool, str]]:
     """(compiled, documents, attention kernel) of each row of one case: --flex adds a FlexAttention row after
     each compiled row with documents."""
     documents = {"off": [False], "on": [True], "both": [False, True]}[args.documents]
-    rows = [(c, d, "sdpa") for d in documents for c in ([False, True] if args.compile else [False])]
+    compiled = [True] if args.compile and args.compiled_only else [False, True] if args.compile else [False]
+    rows = [(c, d, "sdpa") for d in documents for c in compiled]
     return [r for row in rows for r in ([row, (True, True, "flex")] if args.flex and row[:2] == (True, True)
                                         else [row])]
+
+
+def peak_tflops(given: float | None, dtype: str, device: str) -> float:
+    """The MFU denominator: --peak-tflops, else a GPU's known dense peak (pretrain.train.hardware), else the
+    measured matmul rate of this device."""
+    if given:
+        return given
+    if device == "cuda":
+        name = torch.cuda.get_device_name()
+        known = next((v for k, v in KNOWN_PEAKS.items() if k in name), None)
+        if known:
+            return (known if dtype == "bf16" else known / 2) / 1e12
+    return measure_matmul_tflops(dtype, device)
 
 
 def mode_name(compiled: bool, documents: bool, kernel: str) -> str:
@@ -136,12 +152,16 @@ def main():
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (reported separately)")
+    parser.add_argument("--compiled-only", action="store_true", help="with --compile: skip the eager rows")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--documents", choices=("off", "on", "both"), default="off",
                         help="ours with objective.document_masking (mode 'docs'), without it, or both")
     parser.add_argument("--flex", action="store_true",
                         help="with --compile and --documents on|both (GPU): also ours with FlexAttention document "
                              "masks; every case then runs without attention dropout, both sides (Flex has none)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="MFU against this peak (default: the known dense bf16 peak of the GPU, halved for fp32; "
+                             "on CPU or an unknown GPU the measured matmul rate)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -155,8 +175,9 @@ def main():
                  "--families")
     native_bf16 = device == "cuda" or cpu_has_native_bf16()
     dtypes = args.dtypes.split(",") if args.dtypes else (["fp32", "bf16"] if native_bf16 else ["fp32"])
-    peaks = {d: measure_matmul_tflops(d, device) for d in dtypes}
-    print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}; measured matmul peak: "
+    peaks = {d: peak_tflops(args.peak_tflops, d, device) for d in dtypes}
+    where = torch.cuda.get_device_name() if device == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"device {device} ({where}), torch {torch.__version__}; MFU peak: "
           + ", ".join(f"{d} {p * 1e3:.0f} GFLOP/s" for d, p in peaks.items())
           + ("" if native_bf16 else "  (no native bf16 on this CPU: bf16 skipped unless --dtypes asks for it)"))
     header = (f"{'case':<22}{'dtype':<6}{'mode':<16}{'ours tok/s':>11}{'ref tok/s':>11}{'ratio':>7}"
