@@ -92,7 +92,7 @@ class Objective:
     title: str = ""  # for model cards and reports, e.g. "masked language modeling (BERT)"
     hub_tag: str = ""  # a Hub tag, e.g. "masked-lm"
     archs: tuple = ()  # the model shapes it trains
-    special_tokens: tuple = ("pad_token", "eos_token")
+    special_tokens: tuple = ("pad_token", "eos_token")  # roles, or tokens of its own written "<...>" / "[...]"
     perplexity: bool = False  # the loss is the NLL of text predicted left to right, so exp(loss) means something
     loss_meaning: str = ""  # what its validation loss measures, one sentence for the comparison report
     cloze_overhead: int = 0  # tokens its cloze input adds around a window of text
@@ -114,8 +114,10 @@ class Objective:
         self.mask_id = tokenizer.mask_token_id
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
         self.module: torch.nn.Module | None = None  # parameters of its own (see own_module)
+        vocab = tokenizer.get_vocab()
         for role in self.special_tokens:
-            if role != "sentinels" and getattr(tokenizer, role + "_id", None) is None:
+            if role[0] in "<[" and role not in vocab or role[0] not in "<[" and role != "sentinels" and \
+                    getattr(tokenizer, role + "_id", None) is None:
                 raise UserError(f"objective '{self.name}' needs the tokenizer's {role}; add it with "
                                 f"pretrain.data.tokenizer.ensure_special_tokens(tokenizer, {self.special_tokens})")
 
@@ -159,6 +161,11 @@ class Objective:
         """(loss, metrics) with metrics "loss", "accuracy" and "n_predicted" as 0-dim tensors. `model` is what the
         trainer hands over (calling it runs the forward; its attributes are the Transformer's)."""
         raise NotImplementedError
+
+    def validation_variants(self) -> dict:
+        """name -> another objective whose validation loss is logged beside this one's as name_loss (FIM: the
+        left-to-right loss on untransformed text); none by default."""
+        return {}
 
     def own_module(self, model):
         """The objective's own parameters as this call should use them: the trainer optimizes, checkpoints and

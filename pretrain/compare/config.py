@@ -56,7 +56,7 @@ class DownstreamSection:
 class CompareConfig:
     """A comparison of objectives: the runs, the shared corpus / tokenizer / training settings and the budget."""
     output_dir: str = "runs/compare"
-    runs: list[dict[str, Any]] = field(default_factory=list)  # recipes/compare_objectives.py has the classic four
+    runs: list[dict[str, Any]] = field(default_factory=list)  # recipes/compare_objectives.py has the built-in objectives
     only: Optional[str] = None  # comma-separated run names to keep, e.g. "bert+mlm,gpt2+clm"
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=lambda: TokenizerConfig(kind="bpe", vocab_size=8000))
@@ -132,7 +132,7 @@ def check_compare_config(cfg: CompareConfig):
     runs = selected_runs(cfg)
     if len(runs) < 1:
         raise ConfigError("no runs to compare; list them under runs: in a --config YAML (see "
-                          "recipes/compare_objectives.py for the classic four)")
+                          "recipes/compare_objectives.py for the built-in objectives)")
     names = [r["name"] for r in runs]
     if len(set(names)) != len(names):
         raise ConfigError(f"run names must be unique, got {names}; give each run a distinct name")

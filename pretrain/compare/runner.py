@@ -3,7 +3,7 @@ one or several pretraining seeds.
 
     pretrain compare CONFIG.yaml [--budget.max_tokens N | --budget.max_flops F | --budget.max_time S] [--seeds N]
                      [--only bert+mlm,gpt2+clm] ...
-    python recipes/compare_objectives.py [same options]          (the classic four; accelerate launch works too)
+    python recipes/compare_objectives.py [same options]          (the built-in objectives; accelerate launch works too)
     compare_main(argv, defaults=None) -> 0                        the Python entry point
     run_comparison(cfg: CompareConfig) -> dict                    results (also written to results.json)
 
@@ -42,7 +42,7 @@ from objectives import objective_class
 from ..atomic import atomic_dir, write_text_atomic
 from ..data.corpus import load_corpus, quiet_datasets
 from ..data.order import generator, get_blocks
-from ..data.tokenizer import ROLES, load_tokenizer, tokenizer_for
+from ..data.tokenizer import ROLES, literal_tokens, load_tokenizer, tokenizer_for
 from ..errors import Stopped, UserError
 from ..train.budget import Budget, expected_step_flops
 from ..train.build import RunSpec, corpus_blocks, run_spec
@@ -116,14 +116,14 @@ def run_defaults(cfg: CompareConfig, run: dict, tokenizer_dir: Path, n_steps: in
 
 # ---- the shared tokenizer ----------------------------------------------------------------------------------------
 def roles_of(runs: list[dict]) -> tuple:
-    roles = set()
+    roles = []
     for r in runs:
         try:
             name = (r.get("objective") or {}).get("name", ObjectiveSection.name)
-            roles |= set(objective_class(name).special_tokens)
+            roles += objective_class(name).special_tokens
         except UserError as e:
             raise UserError(f"run {r['name']!r}: {e}") from None
-    return tuple(r for r in ROLES if r in roles)
+    return tuple(r for r in ROLES if r in roles) + tuple(dict.fromkeys(literal_tokens(roles)))
 
 
 def shared_tokenizer(cfg: CompareConfig, runs: list[dict], is_main: bool, timeout: float = 3600.0):

@@ -8,7 +8,8 @@
     tokenizer_fingerprint(tokenizer) -> str             (hash of tokenizer.json: keys the packed-block cache)
 
 `roles` are the union of the objectives' `special_tokens` role names: "pad_token", "eos_token", "bos_token",
-"mask_token", "sentinels" (= <extra_id_0> ... <extra_id_99>, appended at the end of the vocabulary as T5 does).
+"mask_token", "sentinels" (= <extra_id_0> ... <extra_id_99>, appended at the end of the vocabulary as T5 does),
+or literal tokens an objective needs, written "<...>" or "[...]" (FIM's <fim_prefix>, ...: appended likewise).
 Every tokenizer has pad and eos: eos is the document separator packing uses.
 
 Kinds and their reserved tokens (ids in this order from 0) and post-processor template:
@@ -72,7 +73,8 @@ def _fill_roles(tokenizer, roles, warn: bool):
         raise UserError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} is not a fast tokenizer, so special "
                         f"tokens {tuple(roles)} cannot be added; use one with a tokenizer.json")
     wanted = [r for r in ROLES if r in set(roles) | {"pad_token", "eos_token"}]
-    unknown = set(roles) - set(ROLES)
+    literals = literal_tokens(roles)
+    unknown = set(roles) - set(ROLES) - set(literals)
     if unknown:
         raise UserError(f"unknown special-token role(s) {sorted(unknown)}; use some of {', '.join(ROLES)}")
     style, vocab = _style(tokenizer), tokenizer.get_vocab()
@@ -87,6 +89,11 @@ def _fill_roles(tokenizer, roles, warn: bool):
             how = "using its existing token" if existed else "added the new token"
             warnings.warn(f"tokenizer had no {role}; {how} {token!r} (id {tokenizer.convert_tokens_to_ids(token)})",
                           stacklevel=3)
+    missing = [t for t in literals if t not in vocab]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+        if warn:
+            warnings.warn(f"tokenizer had no {', '.join(missing)}; added at the end of the vocabulary", stacklevel=3)
     if "sentinels" in wanted:
         missing = [s for s in SENTINELS if s not in vocab]
         if missing:
@@ -98,6 +105,11 @@ def _fill_roles(tokenizer, roles, warn: bool):
                 warnings.warn("tokenizer had no sentinels; added <extra_id_0> ... <extra_id_99> at the end of the "
                               "vocabulary", stacklevel=3)
     return tokenizer
+
+
+def literal_tokens(roles) -> list[str]:
+    """The roles that are tokens themselves ("<fim_prefix>", "[NLU]"), in order."""
+    return [r for r in roles if len(r) > 2 and (r[0], r[-1]) in (("<", ">"), ("[", "]"))]
 
 
 def ensure_special_tokens(tokenizer, roles):

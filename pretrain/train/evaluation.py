@@ -63,4 +63,9 @@ def validation_metrics(module, objective, val_blocks, batch_size: int, seed: int
     loss_sum, acc_sum, n = sums.tolist()
     if n == 0:
         return {}
-    return with_perplexity({"loss": loss_sum / n, "accuracy": acc_sum / n, "n_predicted": int(n)}, objective)
+    metrics = with_perplexity({"loss": loss_sum / n, "accuracy": acc_sum / n, "n_predicted": int(n)}, objective)
+    for name, variant in objective.validation_variants().items():  # e.g. FIM's left-to-right loss
+        other = validation_metrics(module, variant, val_blocks, batch_size, seed, max_batches, accelerator, own,
+                                   precision)
+        metrics.update({f"{name}_{k}": v for k, v in other.items() if k != "n_predicted"})
+    return metrics
