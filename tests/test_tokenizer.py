@@ -2,11 +2,13 @@
 import time
 import warnings
 
+import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
+from pretrain.data import tokenizer as tokenizer_module
 from pretrain.data.tokenizer import (SENTINELS, TokenizerConfig, _sample_texts, ensure_special_tokens, load_tokenizer,
-                                     tokenizer_fingerprint, tokenizer_for, train_tokenizer)
+                                     sample_indices, tokenizer_fingerprint, tokenizer_for, train_tokenizer)
 from pretrain.errors import UserError
 
 WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly judge boxing matches".split()
@@ -97,6 +99,19 @@ def test_max_documents_samples_deterministically():
     docs, n = sample(1)
     assert n == 20 and len(docs) == 20 and set(docs) <= set(TEXTS)
     assert sample(1)[0] == docs and sample(2)[0] != docs
+
+
+def test_the_document_sample_is_uniform_exact_and_small(monkeypatch):
+    monkeypatch.setattr(tokenizer_module, "SAMPLE_CHUNK", 1000)
+    n, k = 10_500, 3000
+    draws = [sample_indices(n, k, seed) for seed in range(40)]
+    for d in draws:
+        assert len(d) == k and len(np.unique(d)) == k and d.min() >= 0 and d.max() < n and (np.diff(d) > 0).all()
+    counts = np.bincount(np.concatenate(draws) // 1000, minlength=11)[:10]  # whole chunks: 1000 positions each
+    expected = 40 * k / n * 1000
+    assert np.abs(counts - expected).max() < 4 * expected ** 0.5  # every chunk its fair share, none favoured
+    assert np.array_equal(sample_indices(n, k, 7), sample_indices(n, k, 7))
+    assert len(sample_indices(n, n, 0)) == n and len(sample_indices(5, 0, 0)) == 0
 
 
 def test_bad_tokenizer_input(tmp_path, monkeypatch):

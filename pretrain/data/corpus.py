@@ -393,6 +393,7 @@ def load_corpus(cfg: DataConfig):
         train_parts, val_parts = [p[0] for p in pairs], [p[1] for p in pairs]
     train = mix(train_parts, cfg.weights, cfg.seed)
     val = mix(val_parts, None, cfg.seed)
+    release(corpus_files(train) | corpus_files(val))  # what making the splits read: not needed again
     return train, val
 
 
