@@ -213,9 +213,10 @@ class TokenBlocks:
         n, length = len(self), self.block_length
         region = n * length
         real = min(self.token_count, region)  # the dropped tail is outside; a padded one is inside, not real
-        all_ends, inside, ending_on_eos = self.document_ends(), 0, 0
-        for start in range(0, len(all_ends), STATS_CHUNK):  # in chunks: memory stays flat
-            ends = all_ends[start:start + STATS_CHUNK]
+        path, inside, ending_on_eos = self.directory / DOCUMENT_ENDS, 0, 0
+        n_ends = path.stat().st_size // 8
+        for start in range(0, n_ends, STATS_CHUNK):  # read in chunks (not mapped whole): memory stays flat
+            ends = np.fromfile(path, dtype=np.uint64, count=min(STATS_CHUNK, n_ends - start), offset=8 * start)
             ends = ends[ends <= real]  # documents whose eos is inside the blocks
             inside += len(ends)
             ending_on_eos += int(np.count_nonzero(ends % length == 0))  # full blocks whose last token is an eos
