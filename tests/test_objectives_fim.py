@@ -168,3 +168,18 @@ def test_a_fim_run_trains_logs_both_losses_and_exports_as_gpt2(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.model_type == "gpt2" and model.config.vocab_size == len(hf_tok)
     assert set(load_file(out / "model.safetensors")) >= {"transformer.wte.weight"}
+
+
+def test_the_comparison_shares_a_tokenizer_with_the_fim_sentinels(tmp_path):
+    from pretrain.compare.config import CompareConfig
+    from pretrain.compare.runner import shared_tokenizer
+    from pretrain.data.tokenizer import TokenizerConfig
+
+    bpe().save_pretrained(tmp_path / "plain")  # a tokenizer without them: the comparison adds them
+    runs = [{"name": "gpt2+clm", "objective": {"name": "clm"}}, {"name": "gpt2+fim", "objective": {"name": "fim"}}]
+    cfg = CompareConfig(output_dir=str(tmp_path / "cmp"), runs=runs,
+                        tokenizer=TokenizerConfig(kind="bpe", path=str(tmp_path / "plain")))
+    with pytest.warns(UserWarning, match="fim_prefix"), contextlib.redirect_stdout(io.StringIO()):
+        target, shared = shared_tokenizer(cfg, runs, is_main=True)
+    assert set(FIM_TOKENS) <= set(shared.get_vocab()) and (target / "tokenizer.json").is_file()
+    fim(shared)  # the objective accepts it

@@ -146,8 +146,10 @@ def shared_tokenizer(cfg: CompareConfig, runs: list[dict], is_main: bool, timeou
                     raise UserError(f"timed out waiting for the main process to write {target}")
                 time.sleep(1.0)
     tokenizer = load_tokenizer(str(target))
-    missing = [r for r in roles if r != "sentinels" and getattr(tokenizer, r, None) is None]
-    if "sentinels" in roles and "<extra_id_0>" not in tokenizer.get_vocab():
+    vocab, literals = tokenizer.get_vocab(), set(literal_tokens(roles))
+    missing = [r for r in roles if r in literals and r not in vocab or r not in literals and r != "sentinels"
+               and getattr(tokenizer, r, None) is None]
+    if "sentinels" in roles and "<extra_id_0>" not in vocab:
         missing.append("sentinels")
     if missing:
         raise UserError(f"the shared tokenizer {target} lacks {', '.join(missing)} needed by the selected runs; "
