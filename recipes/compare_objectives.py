@@ -3,7 +3,7 @@ corpus: one shared tokenizer, models of matched size (~1.0M parameters each, wit
 probed and fine-tuned on the built-in downstream task beside a random-init model of its architecture; writes
 report.md, report.html (self-contained) and results.json into the output directory.
 
-    python recipes/compare_objectives.py                                  # built-in corpus: ~16 min on 2 CPU cores
+    python recipes/compare_objectives.py                                  # built-in corpus: ~9 min on 2 CPU cores (bf16)
     accelerate launch recipes/compare_objectives.py                       # the same under any launcher (GPUs: data parallel per run)
     python recipes/compare_objectives.py --budget.max_tokens 5000000 --output_dir runs/cmp_big
     python recipes/compare_objectives.py --budget.max_tokens null --budget.max_time 300   # equal wall time instead
