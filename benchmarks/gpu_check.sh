@@ -11,12 +11,13 @@
 # Needs torch, transformers and tokenizers only (no install: the repository goes on PYTHONPATH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+python=$(command -v python || command -v python3)  # GPU images often ship only python3
 if [ "${1:-}" = "--smoke" ]; then
-  exec python benchmarks/train_step.py --families gpt2,bert --sizes small --dtypes fp32 --compile \
+  exec "$python" benchmarks/train_step.py --families gpt2,bert --sizes small --dtypes fp32 --compile \
     --compiled-only --documents both --steps 2 --warmup 1 --no-memory
 fi
-python -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "gpu_check.sh: no CUDA GPU here; run it on the GPU machine (or --smoke on CPU)")'
+"$python" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "gpu_check.sh: no CUDA GPU here; run it on the GPU machine (or --smoke on CPU)")'
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python benchmarks/train_step.py --families gpt2,bert --sizes base --dtypes bf16 --compile --compiled-only \
+"$python" benchmarks/train_step.py --families gpt2,bert --sizes base --dtypes bf16 --compile --compiled-only \
   --documents both --steps 10 --warmup 3 --no-memory
