@@ -13,7 +13,11 @@ one matmul more, the same numbers as the plain path. fp32 and bf16 (fp32's expon
 Without autograd (evaluation) no gradient is computed at all.
 """
 import torch
+import torch.nn.functional as F
 
+# fp32 logits per chunk: ~32 MB on CPU (cache-sized chunks, one reused buffer); ~1 GB on a GPU, where small chunks
+# leave the matmuls too thin to fill the device and the loop's kernel launches dominate (benchmarks/lm_head_loss.py)
+CHUNK_ELEMENTS = {"cpu": 2 ** 23, "cuda": 2 ** 28}
 EXP_FLOOR = -60.0  # e^-60 ~ 1e-26: still a normal float after the gradient's 1 / (sum * tokens) scaling
 
 
@@ -136,8 +140,19 @@ def _recompute_gradients(ctx, grad_loss):
 def linear_cross_entropy(hidden, weight, bias, labels, chunk_size: int | None = None):
     """Mean cross-entropy of (hidden @ weight.T + bias) against labels (-100 ignored), and the count of correct
     argmax predictions. hidden: [N, D], labels: [N]."""
-    if chunk_size is None:  # about 32 MB of fp32 logits per chunk
-        chunk_size = max(128, 2 ** 23 // weight.shape[0])
+    if chunk_size is None:
+        chunk_size = max(128, CHUNK_ELEMENTS.get(hidden.device.type, CHUNK_ELEMENTS["cpu"]) // weight.shape[0])
     # decided here: inside Function.forward autograd is always off
     need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias))
     return LinearCrossEntropy.apply(hidden, weight, bias, labels, chunk_size, need_grad)
+
+
+def plain_linear_cross_entropy(hidden, weight, bias, labels):
+    """The same loss and count over the full logits, for torch.compile to fuse on a GPU (Transformer.compile):
+    there one fused pass beats the chunked loop; eager, or on CPU, linear_cross_entropy is faster and leaner."""
+    logits = F.linear(hidden, weight, bias)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    valid = labels != -100
+    loss = F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum") / valid.sum().clamp(min=1)
+    picked = logits.gather(1, labels.clamp(min=0)[:, None]).squeeze(1)
+    return loss, ((picked >= logits.amax(dim=-1)) & valid).sum()

@@ -11,7 +11,7 @@ from .config import ModelConfig
 from .dropout import Dropout
 from .family import get_family
 from .flex import document_block_mask
-from .fused_ce import linear_cross_entropy
+from .fused_ce import linear_cross_entropy, plain_linear_cross_entropy
 from .layers import ACTIVATION_FNS, FeedForward, RelativeBias, Rotary, make_norm, sinusoidal_table
 
 
@@ -106,7 +106,15 @@ class Transformer(nn.Module):
         self.head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.head_bias = nn.Parameter(torch.zeros(cfg.vocab_size)) if cfg.head_bias else None
         self.emb_scale = math.sqrt(cfg.d_model) if cfg.scale_embeddings else 1.0
+        self.compiled_ce = None  # set by compile(): the LM-head loss used on a GPU
         get_family(cfg.init).init(self, cfg)
+
+    def compile(self, *args, **kwargs):
+        """nn.Module.compile (the forward, in place), and the LM-head loss for GPU tensors: there the whole-logits
+        cross-entropy compiled into fused kernels beats the chunked loop several times over
+        (benchmarks/lm_head_loss.py); on CPU the chunked loop stays, the faster and leaner one there."""
+        super().compile(*args, **kwargs)
+        self.compiled_ce = torch.compile(plain_linear_cross_entropy, *args, **kwargs)
 
     def use_attention_kernel(self, kernel: str):
         """'flex': document masks (segment ids) go through FlexAttention block masks; 'sdpa': dense boolean
@@ -162,7 +170,9 @@ class Transformer(nn.Module):
         """Mean cross-entropy of the LM head on hidden [..., d_model] against labels [...] (-100 ignored), and the
         count of correct argmax predictions, without materializing the full logits (see fused_ce)."""
         hidden, weight = self._head_input(hidden.reshape(-1, hidden.shape[-1]))
-        return linear_cross_entropy(hidden, weight, self.head_bias, labels.reshape(-1))
+        on_gpu = self.compiled_ce is not None and hidden.device.type != "cpu"
+        return (self.compiled_ce if on_gpu else linear_cross_entropy)(hidden, weight, self.head_bias,
+                                                                       labels.reshape(-1))
 
     def _head_input(self, hidden):
         """BERT's transform, T5's tied-head scaling, and the projection matrix (tied or not)."""

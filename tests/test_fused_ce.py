@@ -115,3 +115,43 @@ def test_no_gradient_work_without_autograd():
 
     assert matmuls(False) == 4       # 64 rows / 16 per chunk: one logits matmul each
     assert matmuls(True) == 3 * 4    # logits, grad of hidden, grad of weight
+
+
+@pytest.mark.parametrize("all_ignored", [False, True])
+def test_plain_path_for_compiled_gpu_runs_matches_fused(all_ignored):
+    """Transformer.compile() uses plain_linear_cross_entropy for GPU tensors: the same loss, count and gradients."""
+    from models.fused_ce import plain_linear_cross_entropy
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(24, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(13, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(13, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 13, (24,), generator=g)
+    y[::3] = -100
+    if all_ignored:
+        y[:] = -100
+    results = []
+    for fn in (lambda: linear_cross_entropy(h, w, b, y, chunk_size=5), lambda: plain_linear_cross_entropy(h, w, b, y)):
+        loss, correct = fn()
+        (loss * 2).backward()
+        results.append((loss.detach(), int(correct), [t.grad.clone() for t in (h, w, b)]))
+        for t in (h, w, b):
+            t.grad = None
+    (fused_loss, fused_correct, fused_grads), (plain_loss, plain_correct, plain_grads) = results
+    torch.testing.assert_close(plain_loss, fused_loss)
+    assert plain_correct == fused_correct
+    for got, want in zip(plain_grads, fused_grads):
+        torch.testing.assert_close(got, want)
+
+
+def test_compile_keeps_the_chunked_loss_on_cpu():
+    cfg = ModelConfig(arch="decoder", vocab_size=50, d_model=16, n_heads=2, n_layers=1, d_ff=32, max_seq_len=8)
+    model = Transformer(cfg)
+    model.compile()
+    assert model.compiled_ce is not None
+
+    def refuse(*_):
+        raise AssertionError("the compiled whole-logits loss ran on CPU")
+    model.compiled_ce = refuse
+    hidden = torch.randn(2, 8, 16)
+    loss, _ = model.lm_loss(hidden, torch.randint(0, 50, (2, 8)))
+    assert torch.isfinite(loss)
