@@ -178,7 +178,7 @@ def test_what_does_not_correspond_is_refused_in_one_line(setup, tmp_path):
             train_main(None, flags(setup, "refused", "bert", "mlm", source, **extra))
         assert "\n" not in str(err.value)
         assert not out.exists(), f"{extra} left {list(out.iterdir())}"
-    with pytest.raises(UserError, match=r"the source \(decoder\) has no stack for every part of this encoder-decoder model") as err, \
-            contextlib.redirect_stdout(io.StringIO()):
+    no_stack = r"the source \(decoder\) has no stack for every part of this encoder-decoder model"
+    with pytest.raises(UserError, match=no_stack), contextlib.redirect_stdout(io.StringIO()):
         train_main(None, flags(setup, "refused", "bart", "infill", runs["gpt"]))
     assert not (root / "refused").exists()
