@@ -5,7 +5,8 @@ and `pretrain compare` all build their runs here.
     spec = run_spec(cfg, tokenizer)              # model config, objective, block length: no files read or written
     run = build_run(cfg, accelerator)            # corpus read once, tokenizer, spec, blocks; then the run directory
 
-Every check that bad input can fail (config, corpus, tokenizer, objective against model and tokenizer, the resume
+Every check that bad input can fail (config, corpus, tokenizer, objective against model and tokenizer, model.init_from's
+weights and vocabulary against the model and tokenizer, the resume
 checkpoint, packing) runs before the first file of the run directory is written, so a refused command leaves
 nothing behind and the corrected one runs.
 """
@@ -22,7 +23,7 @@ from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration
 
 from models import ModelConfig, Transformer
-from models.convert import from_transformers
+from models.transfer import Transfer
 from objectives import build_objective, objective_class
 
 from ..atomic import unwritable_reason
@@ -36,7 +37,8 @@ from .checkpoint import CheckpointManager
 from .config import TrainConfig, config_hash, resolve_model_config, saved_form, to_yaml
 from .decay import source_run
 from .hardware import resolve_precision
-from .run_dir import MODEL_CONFIG, WEIGHTS, RunDir, load_state_dict, read_json
+from .init_from import InitSource, check_vocabulary, init_source, load_source, plan_for
+from .run_dir import RunDir
 
 
 # ---- the run's parts, from a config and a tokenizer -----------------------------------------------------------
@@ -114,35 +116,22 @@ def check_resume(saved: dict, expected: dict, path: Path):
 
 
 # ---- the model ------------------------------------------------------------------------------------------------
-def build_model(cfg: TrainConfig, model_cfg: ModelConfig) -> Transformer:
-    """The same initial weights for the same seed; or the weights of model.init_from (continued pretraining)."""
+def build_model(cfg: TrainConfig, model_cfg: ModelConfig, init: InitSource | None = None,
+                plan: Transfer | None = None) -> Transformer:
+    """The same initial weights for the same seed; with `init` (model.init_from, checked by plan_for) the source's
+    corresponding tensors replace them (continued pretraining)."""
     torch.manual_seed(mix_seed(cfg.run.seed, "init"))
     model = Transformer(model_cfg)
-    if cfg.model.init_from:
-        init_from_pretrained(model, cfg.model.init_from)
+    if init is not None:
+        load_source(model, init, plan)
     return model
 
 
-def init_from_pretrained(model, path) -> None:
-    """Load weights into `model` from one of our weight folders (model.safetensors + model_config.json: a run's
-    final/, init/ or a checkpoint) or a transformers folder / Hub id; the architecture must match model.config,
-    sizes included."""
-    folder = Path(path)
-    if folder.is_dir() and (folder / WEIGHTS).is_file() and (folder / MODEL_CONFIG).is_file():
-        source_cfg = ModelConfig.from_dict(read_json(folder / MODEL_CONFIG))
-        state = load_state_dict(folder / WEIGHTS)
-    else:
-        try:
-            source = from_transformers(str(path))
-        except (OSError, ValueError) as e:
-            raise UserError(f"cannot load model.init_from {path} ({str(e).splitlines()[0][:200]}); pass a run's "
-                            f"final/ folder, an exported folder or a Hub id") from None
-        source_cfg, state = source.config, source.state_dict()
-    differing = model.config.weight_differences(source_cfg)
-    if differing:
-        raise UserError(f"model.init_from {path} has a different architecture (fields {', '.join(differing)} "
-                        f"differ); remove the model.* overrides that change them")
-    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+def init_from_pretrained(model, path, say=print) -> None:
+    """Load into `model` what corresponds of model.init_from `path` (pretrain/train/init_from.py); the tensors the
+    source lacks keep the model's fresh init. UserError for what does not fit."""
+    source = init_source(str(path))
+    load_source(model, source, plan_for(source, model.config, say))
 
 
 # ---- the process group ----------------------------------------------------------------------------------------
@@ -184,6 +173,8 @@ class Run:
     resume_from: Path | None  # the checkpoint to continue from (None: start at step 0)
     state: dict  # run_state(): recorded in every checkpoint
     packing: dict  # packing_stats() of the training blocks (of validation's when streaming)
+    init: InitSource | None = None  # model.init_from, for a run that starts at step 0
+    plan: Transfer | None = None  # which of its tensors go where
 
 
 def resume_point(cfg: TrainConfig, run_dir: RunDir, say=print) -> Path | None:
@@ -270,7 +261,11 @@ def _prepare(cfg, run_dir: RunDir, resume_from, accelerator, reuse_tokenizer: bo
                                       progress=accelerator.is_main_process)
             say(tokenizer_summary(cfg, tokenizer))
         tokenizer = ensure_special_tokens(tokenizer, roles)
+        init = init_source(cfg.model.init_from) if cfg.model.init_from and resume_from is None else None
+        if init is not None:
+            check_vocabulary(init, tokenizer)
         spec = run_spec(cfg, tokenizer)
+        plan = plan_for(init, spec.model_cfg, say) if init is not None else None
         state = run_state(cfg, spec, tokenizer)
         if resume_from is not None:  # before the (slow) packing: a mismatched checkpoint is refused at once
             check_resume(CheckpointManager.read_state(resume_from), state, resume_from)
@@ -279,7 +274,7 @@ def _prepare(cfg, run_dir: RunDir, resume_from, accelerator, reuse_tokenizer: bo
         packing = packing_stats(train_blocks if hasattr(train_blocks, "__len__") else val_blocks,
                                 tokenizer.eos_token_id, tokenizer.pad_token_id)
         say(packing_summary(packing, cfg))
-    return Run(cfg, run_dir, tokenizer, spec, train_blocks, val_blocks, resume_from, state, packing)
+    return Run(cfg, run_dir, tokenizer, spec, train_blocks, val_blocks, resume_from, state, packing, init, plan)
 
 
 def packing_summary(packing: dict, cfg: TrainConfig) -> str:

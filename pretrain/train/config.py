@@ -31,6 +31,7 @@ from ..data.tokenizer import STANDARD, TokenizerConfig, reserved_tokens
 from ..errors import ConfigError, UserError
 from .decay import decay_config, source_checkpoint, source_run
 from .hardware import attention_kernel
+from .init_from import inherit, init_source
 from .run_dir import RunDir
 
 
@@ -63,8 +64,10 @@ def _model_section():
         hint = hints[f.name]
         fields.append((f.name, Optional[hint], field(default=None)))
     doc = (f"The network: a preset ({', '.join(family_names())}) sized by any ModelConfig field; None keeps the "
-           "preset's value (vocab_size and special token ids come from the tokenizer). init_from: a transformers "
-           "checkpoint (path or Hub id) or a run's final/ to continue pretraining from.")
+           "preset's value (vocab_size and special token ids come from the tokenizer). init_from: the weights to "
+           "start from, also under another objective or shape -- a run directory (its final model, else its latest "
+           "checkpoint), a checkpoint RUN/checkpoints/step_N, or a transformers folder / Hub id; a run lends its "
+           "tokenizer and the model fields left unset.")
     return dataclasses.make_dataclass("ModelSection", fields, namespace={"__doc__": doc})
 
 
@@ -425,7 +428,8 @@ def saved_form(cfg: TrainConfig) -> TrainConfig:
 
 def load_config(argv, defaults, prog) -> TrainConfig:
     """Parse the command line; with --resume, the run's own config.yaml goes under anything given now; with
-    run.decay_from, the source run's (and the decay settings follow: pretrain/train/decay.py)."""
+    run.decay_from, the source run's (and the decay settings follow: pretrain/train/decay.py); with model.init_from
+    a run of this toolkit, its tokenizer and the model fields left unset (pretrain/train/init_from.py)."""
     cfg = parse_config(argv, defaults, prog, check=False)
     saved = RunDir(cfg.run.output_dir).config
     if cfg.run.resume == "auto" and saved.is_file():
@@ -439,4 +443,7 @@ def load_config(argv, defaults, prog) -> TrainConfig:
         cfg = decay_config(parse_config(argv, defaults, prog, saved_config=source, check=False), checkpoint, step)
         check_static(cfg)
         return cfg
-    return parse_config(argv, defaults, prog)
+    if cfg.model.init_from:  # a run of ours lends its tokenizer and the model fields left unset
+        inherit(cfg, init_source(cfg.model.init_from))
+    check_static(cfg)
+    return cfg

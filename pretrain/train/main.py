@@ -33,7 +33,7 @@ def run_training(cfg: TrainConfig) -> dict:
         print(f"run directory: {run_path}\n--- config ---\n{to_yaml(cfg)}--------------", flush=True)
     run = build_run(cfg, acc)
     spec = run.spec
-    model = build_model(cfg, spec.model_cfg)
+    model = build_model(cfg, spec.model_cfg, run.init, run.plan)
     if acc.is_main_process:
         print(f"model: {cfg.model.preset} ({spec.model_cfg.arch}), {sum(p.numel() for p in model.parameters()):,} "
               f"parameters, vocab {spec.model_cfg.vocab_size}; objective {spec.objective.name}; "

@@ -111,10 +111,14 @@ class RunDir:
     def read_metrics(self, up_to_step: int | None = None) -> list[dict]:
         return read_metrics(self.metrics, up_to_step)
 
+    def tokenizer_dir(self, weights_dir: Path | None = None) -> Path | None:
+        """Where the run's tokenizer is saved: tokenizer/, else beside the weights, else in final/ (None: nowhere)."""
+        return next((d for d in (self.tokenizer, weights_dir, self.final) if d is not None and
+                     ((d / "tokenizer.json").is_file() or (d / "tokenizer_config.json").is_file())), None)
+
     def read_tokenizer(self, weights_dir: Path | None = None):
         """The run's tokenizer (tokenizer/, else the one saved beside the weights); a broken one is one error."""
-        where = next((d for d in (self.tokenizer, weights_dir, self.final) if d is not None and
-                      ((d / "tokenizer.json").is_file() or (d / "tokenizer_config.json").is_file())), None)
+        where = self.tokenizer_dir(weights_dir)
         if where is None:
             raise UserError(f"no tokenizer in {self.tokenizer}; restore the run's tokenizer/ folder")
         try:
