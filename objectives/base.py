@@ -158,8 +158,9 @@ class Objective:
         raise NotImplementedError
 
     def loss(self, model, batch: dict):
-        """(loss, metrics) with metrics "loss", "accuracy" and "n_predicted" as 0-dim tensors. `model` is what the
-        trainer hands over (calling it runs the forward; its attributes are the Transformer's)."""
+        """(loss, metrics) with metrics "loss", "accuracy" and "n_predicted" as 0-dim tensors, and optionally the
+        same for parts of the examples as "P_loss", "P_accuracy", "P_n_predicted" (see metric_weight). `model` is
+        what the trainer hands over (calling it runs the forward; its attributes are the Transformer's)."""
         raise NotImplementedError
 
     def validation_variants(self) -> dict:
@@ -357,6 +358,26 @@ def predict(model, hidden: torch.Tensor, labels: torch.Tensor):
                "accuracy": (correct.float() / n.clamp(min=1)).detach(),
                "n_predicted": n.detach().float()}
     return loss, metrics
+
+
+def metric_weight(key: str, metrics) -> str | None:
+    """The count a metric of `metrics` is a mean over, when it is one: "accuracy" over "n_predicted", and "P_loss" /
+    "P_accuracy" over "P_n_predicted" where the objective reports that count (a part of its examples, e.g. UL2's
+    r_loss). Such a metric is averaged over micro-batches, processes and validation batches weighted by its count
+    and left out where the count is zero; the counts are summed. An objective returns the same keys from every
+    call, so processes reduce the same metrics."""
+    if key == "accuracy":
+        candidate = "n_predicted"
+    elif key.endswith(("_loss", "_accuracy")):
+        candidate = key.rsplit("_", 1)[0] + "_n_predicted"
+    else:
+        return None
+    return candidate if candidate in metrics else None
+
+
+def is_count(key: str) -> bool:
+    """Whether a metric is a count of predicted tokens (summed, not averaged)."""
+    return key == "n_predicted" or key.endswith("_n_predicted")
 
 
 def check_fraction(objective: str, option: str, value: float, allow_zero: bool = True, allow_one: bool = False):

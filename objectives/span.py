@@ -99,6 +99,25 @@ def noise_span_to_unique_sentinel(ids, noise, sentinels, eos_id) -> torch.Tensor
     return torch.cat([kept, torch.full((ids.shape[0], 1), eos_id)], dim=1)
 
 
+def corrupt(ids, noise_density: float, mean_span_length: float, sentinels, eos_id: int, generator) -> tuple:
+    """(inputs, targets) of rows of one length: noise spans -> sentinels, and the complement (both ending in EOS)."""
+    noise = random_spans_noise_mask(ids.shape[0], ids.shape[1], noise_density, mean_span_length, generator)
+    return (noise_span_to_unique_sentinel(ids, noise, sentinels, eos_id),
+            noise_span_to_unique_sentinel(ids, ~noise, sentinels, eos_id))
+
+
+def sentinel_ids(tokenizer, objective: str) -> torch.Tensor:
+    """The ids of <extra_id_0>, <extra_id_1>, ... as far as the tokenizer has them; refused when it has none."""
+    vocab = tokenizer.get_vocab()
+    sentinels = []
+    while f"<extra_id_{len(sentinels)}>" in vocab:
+        sentinels.append(vocab[f"<extra_id_{len(sentinels)}>"])
+    if not sentinels:
+        raise UserError(f"objective '{objective}' needs sentinel tokens <extra_id_0> ... in the tokenizer; add them "
+                        f"with pretrain.data.tokenizer.ensure_special_tokens(tokenizer, ('sentinels',))")
+    return torch.tensor(sentinels)
+
+
 @dataclass
 class SpanCorruptionOptions:
     noise_density: float = 0.15  # share of tokens dropped
@@ -128,14 +147,7 @@ class SpanCorruption(Objective):
 
     def __init__(self, tokenizer, model_cfg, options=None, documents=False):
         super().__init__(tokenizer, model_cfg, options, documents)
-        vocab = tokenizer.get_vocab()
-        sentinels = []
-        while f"<extra_id_{len(sentinels)}>" in vocab:
-            sentinels.append(vocab[f"<extra_id_{len(sentinels)}>"])
-        if not sentinels:
-            raise UserError("objective 'span' needs sentinel tokens <extra_id_0> ... in the tokenizer; add them "
-                            "with pretrain.data.tokenizer.ensure_special_tokens(tokenizer, ('sentinels',))")
-        self.sentinel_ids = torch.tensor(sentinels)
+        self.sentinel_ids = sentinel_ids(tokenizer, self.name)
 
     def block_length(self, seq_len):
         raw, _ = compute_input_and_target_lengths(seq_len, self.options.noise_density, self.options.mean_span_length)
@@ -165,11 +177,8 @@ class SpanCorruption(Objective):
                 "labels": labels}
 
     def _corrupt(self, ids, generator):
-        """(inputs, targets) of rows of one length: noise spans -> sentinels, and the complement."""
         o = self.options
-        noise = random_spans_noise_mask(ids.shape[0], ids.shape[1], o.noise_density, o.mean_span_length, generator)
-        return (noise_span_to_unique_sentinel(ids, noise, self.sentinel_ids, self.eos_id),
-                noise_span_to_unique_sentinel(ids, ~noise, self.sentinel_ids, self.eos_id))
+        return corrupt(ids, o.noise_density, o.mean_span_length, self.sentinel_ids, self.eos_id, generator)
 
     def _collate_padded(self, ids, lengths, generator):
         """Rows with padding (data.tail pad): each corrupted over its real tokens, then everything right-padded."""
@@ -246,7 +255,16 @@ class SpanCorruption(Objective):
     def cloze_batch(self, windows, positions, variant):
         """The word replaced by <extra_id_0> in the encoder input (... </s>); the decoder reads [start,
         <extra_id_0>] and predicts the first target token."""
+        return self.sentinel_cloze(self.cloze_rows(windows, positions, variant))
+
+    def cloze_rows(self, windows, positions, variant):
+        """The cloze's encoder rows: each window with the hidden word replaced by <extra_id_0>, then </s>."""
         sentinel = int(self.sentinel_ids[0])
-        encoder = [r[:p] + [sentinel] + r[p + 1:] + [self.eos_id] for r, p in zip(cut(windows, positions, variant),
-                                                                                 positions)]
-        return self.seq2seq_cloze(encoder, [[self.decoder_start_id, sentinel]] * len(positions), [1] * len(positions))
+        return [r[:p] + [sentinel] + r[p + 1:] + [self.eos_id] for r, p in zip(cut(windows, positions, variant),
+                                                                              positions)]
+
+    def sentinel_cloze(self, encoder_rows):
+        """The cloze batch of these encoder rows: the decoder reads [start, <extra_id_0>] and predicts the next."""
+        sentinel = int(self.sentinel_ids[0])
+        return self.seq2seq_cloze(encoder_rows, [[self.decoder_start_id, sentinel]] * len(encoder_rows),
+                                  [1] * len(encoder_rows))

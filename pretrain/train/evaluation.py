@@ -1,5 +1,6 @@
 """Validation metrics of a model on held-out blocks: loss, accuracy (both weighted by the number of predicted
-tokens), and perplexity where the objective says it means something. Sharded over processes."""
+tokens), any loss and accuracy an objective reports for a part of its examples (weighted by that part's count),
+and perplexity where the objective says it means something. Sharded over processes."""
 from __future__ import annotations
 
 import math
@@ -7,7 +8,7 @@ from contextlib import nullcontext
 
 import torch
 
-from objectives.base import perplexity
+from objectives.base import is_count, metric_weight, perplexity
 
 from ..data.order import generator, get_blocks
 from .model_handle import ModelHandle
@@ -48,6 +49,7 @@ def validation_metrics(module, objective, val_blocks, batch_size: int, seed: int
     if max_batches:
         n_batches = min(n_batches, max_batches)
     sums = torch.zeros(3, dtype=torch.float64)
+    parts: dict = {}  # "P_loss" -> its sum weighted by "P_n_predicted", and each count summed (metric_weight)
     for i in range(rank, n_batches, world):
         idx = torch.arange(i * batch_size, min(n_val, (i + 1) * batch_size))
         batch = objective.collate(get_blocks(val_blocks, idx), generator(seed, "eval", i))
@@ -56,14 +58,29 @@ def validation_metrics(module, objective, val_blocks, batch_size: int, seed: int
             loss, metrics = objective.loss(handle, batch)
         n = float(metrics["n_predicted"])
         sums += torch.tensor([float(loss) * n, float(metrics["accuracy"]) * n, n], dtype=torch.float64)
+        for k, v in metrics.items():
+            weight = metric_weight(k, metrics)
+            if k != "accuracy" and (weight is not None or is_count(k) and k != "n_predicted"):
+                parts[k] = parts.get(k, 0.0) + float(v) * (float(metrics[weight]) if weight else 1.0)
+    keys = sorted(parts)
     if world > 1:
         sums = accelerator.reduce(sums.to(device), reduction="sum").cpu()
+        if keys:
+            reduced = accelerator.reduce(torch.tensor([parts[k] for k in keys], dtype=torch.float64, device=device),
+                                         reduction="sum").cpu().tolist()
+            parts = dict(zip(keys, reduced))
     for m, mode in zip(modules, was_training):
         m.train(mode)
     loss_sum, acc_sum, n = sums.tolist()
     if n == 0:
         return {}
     metrics = with_perplexity({"loss": loss_sum / n, "accuracy": acc_sum / n, "n_predicted": int(n)}, objective)
+    for k in keys:
+        weight = metric_weight(k, parts)
+        if weight is None:
+            metrics[k] = int(parts[k])
+        elif parts[weight]:
+            metrics[k] = parts[k] / parts[weight]
     for name, variant in objective.validation_variants().items():  # e.g. FIM's left-to-right loss
         other = validation_metrics(module, variant, val_blocks, batch_size, seed, max_batches, accelerator, own,
                                    precision)

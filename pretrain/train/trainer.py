@@ -22,6 +22,8 @@ import torch.distributed as dist
 from accelerate.utils import DistributedType
 from torch.utils.checkpoint import checkpoint
 
+from objectives.base import is_count, metric_weight
+
 from ..data.order import DataOrder, StreamOrder, generator, mix_seed
 from ..errors import Stopped, UserError
 from .budget import Budget, stack_flops
@@ -174,11 +176,10 @@ class Trainer:
             with self.acc.accumulate(*prepared), self.acc.autocast():
                 loss, metrics = self.objective.loss(handle, batch)
                 self.acc.backward(loss)
-                for k, v in metrics.items():
-                    sums[k] = sums.get(k, 0.0) + v.detach().float()
-                if "accuracy" in metrics and "n_predicted" in metrics:
-                    weighted = metrics["accuracy"].detach().float() * metrics["n_predicted"].float()
-                    sums["_acc_weighted"] = sums.get("_acc_weighted", 0.0) + weighted
+                for k, v in metrics.items():  # a mean over a count (accuracy over n_predicted): summed weighted
+                    weight = metric_weight(k, metrics)
+                    v = v.detach().float()
+                    sums[k] = sums.get(k, 0.0) + (v * metrics[weight].float() if weight else v)
                 flops += self._flops(batch)
                 if self.acc.sync_gradients:
                     sums["_stop"] = torch.tensor(float(self.stops.requested))  # reduced with the metrics
@@ -209,20 +210,27 @@ class Trainer:
         return row
 
     def _reduce(self, sums: dict, n_micro: int) -> dict:
-        """Mean over micro-batches and ranks; accuracy weighted by n_predicted, n_predicted summed."""
+        """Mean over micro-batches and ranks; means over a count (accuracy, a part's loss) weighted by it, counts
+        summed (objectives.base.metric_weight)."""
         keys = sorted(sums)
-        values = [sums[k] if k in ("n_predicted", "_acc_weighted", "_stop") else sums[k] / n_micro for k in keys]
+        summed = [k == "_stop" or is_count(k) or metric_weight(k, sums) is not None for k in keys]
+        values = [sums[k] if add else sums[k] / n_micro for k, add in zip(keys, summed)]
         values.append(torch.tensor(time.perf_counter() - self._t0 + self._elapsed0))
         vec = torch.stack([torch.as_tensor(v, device=self.acc.device).float().reshape(()) for v in values])
         if self.world > 1:
             vec = self.acc.reduce(vec, reduction="mean")
         out = dict(zip(keys, vec[:-1].tolist()))
         self.elapsed = float(vec[-1])
-        weighted = out.pop("_acc_weighted", None)
-        if weighted is not None and out.get("n_predicted"):
-            out["accuracy"] = weighted / out["n_predicted"]
-        if "n_predicted" in out:
-            out["n_predicted"] = round(out["n_predicted"] * self.world)
+        for k in keys:
+            weight = metric_weight(k, out)
+            if weight is not None:
+                if out[weight]:
+                    out[k] = out[k] / out[weight]
+                else:
+                    del out[k]
+        for k in keys:
+            if is_count(k):
+                out[k] = round(out[k] * self.world)
         return out
 
     def _all_ranks_ok(self, ok: bool) -> bool:
