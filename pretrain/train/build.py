@@ -36,6 +36,7 @@ from ..errors import ConfigError, UserError
 from .checkpoint import CheckpointManager
 from .config import TrainConfig, config_hash, resolve_model_config, saved_form, to_yaml
 from .decay import source_run
+from .engines import fsdp_on_cpu
 from .hardware import resolve_precision
 from .init_from import InitSource, check_vocabulary, init_source, load_source, plan_for
 from .run_dir import RunDir
@@ -144,11 +145,14 @@ def make_accelerator(cfg, run_dir: Path, log_with) -> Accelerator:
     project = ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(Path(run_dir) / RunDir.TENSORBOARD))
     _forget_earlier_accelerator()
     try:
-        return Accelerator(cpu=not has_accelerator, mixed_precision=precision,
-                           gradient_accumulation_steps=cfg.run.grad_accum, log_with=log_with, project_config=project,
-                           kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.run.dist_timeout))])
+        accelerator = Accelerator(cpu=not has_accelerator, mixed_precision=precision,
+                                  gradient_accumulation_steps=cfg.run.grad_accum, log_with=log_with,
+                                  project_config=project, kwargs_handlers=[
+                                      InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.run.dist_timeout))])
     except ValueError as e:
         raise ConfigError(f"run.mixed_precision {precision}: {e}".splitlines()[0]) from None
+    fsdp_on_cpu(accelerator)
+    return accelerator
 
 
 def _forget_earlier_accelerator():

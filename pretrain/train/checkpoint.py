@@ -14,10 +14,13 @@ import shutil
 import time
 from pathlib import Path
 
+from accelerate.utils import DistributedType
+
 from ..atomic import publish, write_json_atomic
 from ..errors import UserError
 
 STATE_FILE = "trainer_state.json"
+SHARDED_MODEL = "pytorch_model_fsdp_0"  # accelerate's FSDP checkpoint of the model: torch.distributed.checkpoint shards
 STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -107,6 +110,12 @@ class CheckpointManager:
 
     @staticmethod
     def load(accelerator, path: Path):
+        sharded, fsdp = (Path(path) / SHARDED_MODEL).is_dir(), accelerator.distributed_type == DistributedType.FSDP
+        if sharded != fsdp:
+            saved, now = ("FSDP", "without it") if sharded else ("without FSDP", "under FSDP")
+            raise UserError(f"checkpoint {path} was saved {saved} and this run is launched {now}; resume with "
+                            f"the launch config it was saved with (recipes/accelerate/*.yaml; any number of "
+                            f"processes), or start a new run from it with --model.init_from {path}")
         try:
             accelerator.load_state(str(path), load_kwargs={"weights_only": True})
         except Exception as e:  # corrupted / truncated / pickled-with-code files all end here

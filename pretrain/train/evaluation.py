@@ -7,6 +7,7 @@ import math
 from contextlib import nullcontext
 
 import torch
+from accelerate.utils import DistributedType
 
 from objectives.base import is_count, metric_weight, perplexity
 
@@ -50,12 +51,18 @@ def validation_metrics(module, objective, val_blocks, batch_size: int, seed: int
         n_batches = min(n_batches, max_batches)
     sums = torch.zeros(3, dtype=torch.float64)
     parts: dict = {}  # "P_loss" -> its sum weighted by "P_n_predicted", and each count summed (metric_weight)
-    for i in range(rank, n_batches, world):
-        idx = torch.arange(i * batch_size, min(n_val, (i + 1) * batch_size))
-        batch = objective.collate(get_blocks(val_blocks, idx), generator(seed, "eval", i))
+    # a sharded model's forward is a collective: then every process runs as many batches, the surplus discarded
+    sharded = accelerator is not None and accelerator.distributed_type in (DistributedType.FSDP,
+                                                                           DistributedType.DEEPSPEED)
+    for i in range(rank, math.ceil(n_batches / world) * world if sharded else n_batches, world):
+        j = min(i, n_batches - 1)
+        idx = torch.arange(j * batch_size, min(n_val, (j + 1) * batch_size))
+        batch = objective.collate(get_blocks(val_blocks, idx), generator(seed, "eval", j))
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         with accelerator.autocast() if accelerator else autocast(device, precision):
             loss, metrics = objective.loss(handle, batch)
+        if i >= n_batches:
+            continue
         n = float(metrics["n_predicted"])
         sums += torch.tensor([float(loss) * n, float(metrics["accuracy"]) * n, n], dtype=torch.float64)
         for k, v in metrics.items():

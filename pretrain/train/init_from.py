@@ -30,7 +30,7 @@ from ..data.tokenizer import load_tokenizer
 from ..errors import ConfigError, UserError
 from .checkpoint import STATE_FILE, STEP_DIR
 from .decay import source_run
-from .run_dir import MODEL_CONFIG, WEIGHTS, RunDir, load_state_dict
+from .run_dir import MODEL_CONFIG, WEIGHTS, RunDir, has_weights, load_state_dict
 
 HEAD_FIELDS = ("head_transform", "head_bias", "type_vocab_size", "tie_embeddings", "scale_tied_head")
 
@@ -96,7 +96,7 @@ def init_source(path: str) -> InitSource:
         raise UserError(f"model.init_from {path}: the run has neither a final model nor a complete checkpoint; "
                         f"train it first or pass another run")
     if folder.is_dir() and STEP_DIR.match(folder.name):
-        if not (folder / STATE_FILE).is_file() or not (folder / WEIGHTS).is_file():
+        if not (folder / STATE_FILE).is_file() or not has_weights(folder):
             raise UserError(f"model.init_from {path} is an incomplete checkpoint (its save was interrupted); pass "
                             f"another step_N or the run directory")
         return _ours(path, folder, source_run(folder), f"checkpoint {folder.name} of run {source_run(folder)}")

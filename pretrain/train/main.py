@@ -14,6 +14,7 @@ from ..inspect.sample import sample
 from .build import build_model, build_run, make_accelerator
 from .config import TrainConfig, load_config, saved_form, to_yaml
 from .decay import inherit_metrics, starts_here
+from .engines import engine_note
 from .trackers import flat_config, tracker_setup
 from .trainer import Trainer
 
@@ -38,7 +39,8 @@ def run_training(cfg: TrainConfig) -> dict:
         print(f"model: {cfg.model.preset} ({spec.model_cfg.arch}), {sum(p.numel() for p in model.parameters()):,} "
               f"parameters, vocab {spec.model_cfg.vocab_size}; objective {spec.objective.name}; "
               f"{_count(run.train_blocks)} train / {len(run.val_blocks):,} val blocks of {spec.block_length} "
-              f"tokens; {acc.num_processes} process(es) on {acc.device.type}, precision {acc.mixed_precision}",
+              f"tokens; {acc.num_processes} process(es) on {acc.device.type}{engine_note(acc)}, precision "
+              f"{acc.mixed_precision}",
               flush=True)
 
     trainer = Trainer(cfg, model, spec.objective, spec.block_length, run.train_blocks, run.val_blocks,
@@ -66,11 +68,12 @@ def run_training(cfg: TrainConfig) -> dict:
     result = {"run_dir": str(run_path), "val": metrics, "step": trainer.step, "tokens": trainer.tokens}
     if "stopped_at" in metrics:
         return result
+    model = trainer.whole_model()  # every process: under FSDP this gathers the shards
     if acc.is_main_process:
-        run.run_dir.save_final(trainer.module, spec.model_cfg, run.tokenizer, to_yaml(saved_form(cfg)),
+        run.run_dir.save_final(model, spec.model_cfg, run.tokenizer, to_yaml(saved_form(cfg)),
                                {"val": metrics, "step": trainer.step, "tokens": trainer.tokens,
                                 "elapsed": trainer.elapsed}, trainer.own_module)
-        _summary(run, metrics, trainer)
+        _summary(run, metrics, trainer, model)
     acc.wait_for_everyone()
     return result
 
@@ -84,13 +87,13 @@ def is_main_by_environment() -> bool:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
 
 
-def _summary(run, metrics: dict, trainer):
+def _summary(run, metrics: dict, trainer, model):
     shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
     print(f"\ndone: {trainer.step} steps, {trainer.tokens:,} tokens, {trainer.elapsed:.0f}s")
     print(f"run directory: {run.run_dir} (final model in {run.run_dir.final})")
     print(f"validation: {shown}")
     if run.cfg.run.sample:
         try:
-            print(sample(trainer.module, run.tokenizer, run.spec.objective, run.val_blocks, seed=run.cfg.run.seed))
+            print(sample(model, run.tokenizer, run.spec.objective, run.val_blocks, seed=run.cfg.run.seed))
         except Exception as e:  # a sample is a courtesy: never fail a finished run over it
             print(f"(sample failed: {type(e).__name__}: {e})")

@@ -16,17 +16,20 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
+import torch
 import yaml
 from safetensors.torch import load_file, save_model
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from models import ModelConfig
 
 from ..atomic import atomic_dir, write_json_atomic, write_text_atomic
 from ..data.tokenizer import load_tokenizer
 from ..errors import UserError
-from .checkpoint import STATE_FILE, STEP_DIR, CheckpointManager
+from .checkpoint import SHARDED_MODEL, STATE_FILE, STEP_DIR, CheckpointManager
 from .metrics import read_metrics
 
 WEIGHTS = "model.safetensors"
@@ -165,7 +168,7 @@ class RunDir:
                         raise UserError(f"checkpoint {path} is incomplete (no {STATE_FILE}: its save was "
                                         f"interrupted); pick another with --checkpoint (available: "
                                         f"{self._available()})")
-                    if not (path / WEIGHTS).is_file():
+                    if not has_weights(path):
                         raise UserError(f"no {WEIGHTS} in {path}; pick another with --checkpoint (available: "
                                         f"{self._available()})")
                     return path, path.name
@@ -211,8 +214,17 @@ def read_json(path: Path) -> dict:
         raise UserError(f"cannot read {path} ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
 
 
+def has_weights(folder: Path) -> bool:
+    """Whether a weights folder or checkpoint holds the model, whole or as FSDP shards."""
+    return (Path(folder) / WEIGHTS).is_file() or (Path(folder) / SHARDED_MODEL).is_dir()
+
+
 def load_state_dict(path: Path) -> dict:
-    """Tensors of a safetensors file (never pickle), wrapper prefixes stripped."""
+    """Tensors of a safetensors file (never pickle), or of the FSDP shards saved in its place, wrapper prefixes
+    stripped."""
+    sharded = Path(path).parent / SHARDED_MODEL
+    if not Path(path).exists() and sharded.is_dir():
+        return _gather_shards(sharded)
     try:
         state = load_file(str(path), device="cpu")
     except Exception as e:
@@ -224,6 +236,26 @@ def load_state_dict(path: Path) -> dict:
             while key.startswith(prefix):
                 key = key[len(prefix):]
         out[key] = value
+    return out
+
+
+def _gather_shards(folder: Path) -> dict:
+    """The whole model from an FSDP checkpoint's torch.distributed.checkpoint shards, in this one process (any
+    number of processes saved them), through a tensors-only file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            dcp_to_torch_save(str(folder), str(Path(tmp) / "whole.pt"))
+            state = torch.load(Path(tmp) / "whole.pt", map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise UserError(f"cannot read the sharded weights {folder} ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:160]}); the checkpoint is corrupted: pick another") from None
+    return {key.removeprefix("model."): value for key, value in _flat(state).items()}
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
     return out
 
 

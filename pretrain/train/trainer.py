@@ -22,6 +22,7 @@ import torch.distributed as dist
 from accelerate.utils import DistributedType
 from torch.utils.checkpoint import checkpoint
 
+from models import Transformer
 from objectives.base import is_count, metric_weight
 
 from ..data.order import DataOrder, StreamOrder, generator, mix_seed
@@ -78,10 +79,10 @@ class Trainer:
         self.tokens_per_step = self.budget.tokens_per_step
 
         own = objective.module
-        if own is not None and accelerator.distributed_type == DistributedType.DEEPSPEED:
-            raise UserError(f"objective '{objective.name}' trains parameters of its own beside the model, which "
-                            f"accelerate's DeepSpeed integration cannot prepare (one model per Accelerator); use "
-                            f"DDP or FSDP (recipes/accelerate/multi_gpu.yaml, fsdp.yaml)")
+        if own is not None and accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+            raise UserError(f"objective '{objective.name}' trains parameters of its own beside the model (shared "
+                            f"with it), which {accelerator.distributed_type.value} cannot shard together with the "
+                            f"model; launch it data parallel (recipes/accelerate/multi_gpu.yaml)")
         trained = model if own is None else torch.nn.ModuleList([model, own])
         optimizer = build_optimizer(trained, cfg.optim, accelerator.device.type)
         if own is None:
@@ -113,6 +114,18 @@ class Trainer:
     def own_module(self):
         """The objective's own parameters, unwrapped (None when it has none)."""
         return None if self.own is None else self.acc.unwrap_model(self.own)
+
+    def whole_model(self):
+        """The trained model as one plain module: under FSDP its shards gathered into a fresh copy on the main
+        process (every process must call this; the others get None), else the module itself."""
+        if self.acc.distributed_type != DistributedType.FSDP:
+            return self.module
+        state = self.acc.get_state_dict(self.model)  # a collective: full tensors on the main process
+        if not self.acc.is_main_process:
+            return None
+        whole = Transformer(self.model_cfg)
+        whole.load_state_dict(state, strict=True)
+        return whole.eval()
 
     # ---- budget and schedule ---------------------------------------------------------------------------------
     def finished(self) -> bool:
