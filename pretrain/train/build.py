@@ -36,7 +36,7 @@ from ..errors import ConfigError, UserError
 from .checkpoint import CheckpointManager
 from .config import TrainConfig, config_hash, resolve_model_config, saved_form, to_yaml
 from .decay import source_run
-from .engines import fsdp_on_cpu
+from .engines import check_deepspeed, fsdp_on_cpu
 from .hardware import resolve_precision
 from .init_from import InitSource, check_vocabulary, init_source, load_source, plan_for
 from .run_dir import RunDir
@@ -144,6 +144,7 @@ def make_accelerator(cfg, run_dir: Path, log_with) -> Accelerator:
         torch.cuda.is_available()
     project = ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(Path(run_dir) / RunDir.TENSORBOARD))
     _forget_earlier_accelerator()
+    check_deepspeed(has_accelerator)
     try:
         accelerator = Accelerator(cpu=not has_accelerator, mixed_precision=precision,
                                   gradient_accumulation_steps=cfg.run.grad_accum, log_with=log_with,

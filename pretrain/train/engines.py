@@ -6,12 +6,27 @@ its sharded path without a GPU, so such a run is switched to FSDP here instead o
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 
 from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
 from ..errors import ConfigError
+
+
+def check_deepspeed(has_accelerator: bool) -> None:
+    """Refuse, in one line, a DeepSpeed launch that could not run as asked: Accelerate starts DeepSpeed on
+    accelerators only (on CPU it would quietly train plain data parallel), and only when the package is there."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
+        return
+    if not has_accelerator:
+        raise ConfigError("DeepSpeed runs on GPUs only (Accelerate does not start it on CPU); on this machine launch "
+                          "with recipes/accelerate/fsdp.yaml (FSDP2 shards parameters, gradients and optimizer "
+                          "state, and runs on CPU) or multi_gpu.yaml")
+    if importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError("DeepSpeed is not installed: pip install deepspeed, or launch with "
+                          "recipes/accelerate/fsdp.yaml (FSDP2, no extra package)")
 
 
 def launched_with_fsdp() -> bool:
