@@ -34,6 +34,9 @@ RUNS = [
     {"name": "t5+span", "model": {"preset": "t5", **COMMON, "n_layers": 1, "head_dim": 32, "d_ff": 384,
                                   "tie_embeddings": True},
      "objective": {"name": "span"}, "optim": {"lr": 2e-3}},
+    {"name": "t5+ul2", "model": {"preset": "t5", **COMMON, "n_layers": 1, "head_dim": 32, "d_ff": 384,
+                                 "tie_embeddings": True},
+     "objective": {"name": "ul2"}, "optim": {"lr": 2e-3}},
 ]
 
 DEFAULTS = {
