@@ -3,7 +3,9 @@ rename to `step_N`; keep the last K. A half-written checkpoint is never picked: 
 `trainer_state.json` count. Weights load only from safetensors or `torch.load(weights_only=True)`.
 
 accelerate's save_state writes model.safetensors (the model) and model_1.safetensors (the objective's own
-parameters, when it has any), the optimizer, and every process's RNG state."""
+parameters, when it has any), the optimizer and the RNG state. Under plain data parallelism only the main process
+calls it, so only global rank 0 writes the run directory (on several nodes it is shared); the other processes'
+RNG states are not needed to resume: the trainer reseeds every step from (seed, step, rank)."""
 from __future__ import annotations
 
 import errno
@@ -47,6 +49,13 @@ def fault_point(point: str, step: int, rank: int):
         raise OSError(code, os.strerror(code))
 
 
+def replicated(accelerator) -> bool:
+    """One process, or plain data parallelism (DDP): every process holds the same weights and optimizer state, so
+    the main process's save_state is the whole checkpoint (FSDP and DeepSpeed shard it: every process saves)."""
+    kind = accelerator.distributed_type
+    return kind == DistributedType.NO or kind.value.startswith("MULTI_")
+
+
 class CheckpointManager:
     def __init__(self, directory: Path, keep_last: int = 2):
         self.dir = Path(directory)
@@ -68,7 +77,8 @@ class CheckpointManager:
         return found[-1][1] if found else None
 
     def save(self, accelerator, step: int, state: dict) -> Path:
-        """Every process calls this (save_state writes per-rank RNG files / shards); the main process finalizes."""
+        """Every process calls this; the main process writes (and, when the state is sharded, every process its
+        shard) and finalizes."""
         final = self.dir / f"step_{step}"
         tmp = self.dir / f".tmp-step_{step}"
         if accelerator.is_main_process:
@@ -77,7 +87,8 @@ class CheckpointManager:
                 shutil.rmtree(tmp)
         accelerator.wait_for_everyone()
         try:
-            accelerator.save_state(str(tmp), safe_serialization=True)
+            if accelerator.is_main_process or not replicated(accelerator):
+                accelerator.save_state(str(tmp), safe_serialization=True)
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 write_json_atomic(tmp / STATE_FILE, state)
