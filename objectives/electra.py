@@ -31,6 +31,21 @@ from .mlm import MaskedLM, MaskedLMOptions
 
 
 @dataclass
+class Step:
+    """One forward of generator and discriminator (ReplacedTokenDetection.forward)."""
+    gen_logits: torch.Tensor  # [n_selected, V]
+    targets: torch.Tensor  # [n_selected]: the original tokens
+    gen_loss: torch.Tensor
+    selected: torch.Tensor  # Bool [B, L]: masked for the generator
+    original: torch.Tensor  # [B, L]
+    corrupted: torch.Tensor  # [B, L]: what the discriminator reads
+    replaced: torch.Tensor  # Bool [B, L]: its labels (corrupted != original)
+    real: torch.Tensor  # Bool [B, L]: not padding
+    disc_logits: torch.Tensor  # [B, L]
+    disc_loss: torch.Tensor
+
+
+@dataclass
 class ElectraOptions(MaskedLMOptions):
     mask_replace: float = 0.85  # of the selected: become [MASK] (the rest stay); google-research/electra
     random_replace: float = 0.0
@@ -71,6 +86,21 @@ class ReplacedTokenDetection(MaskedLM):
         return batch
 
     def loss(self, model, batch):
+        step = self.forward(model, batch)
+        loss = step.gen_loss + self.options.disc_weight * step.disc_loss
+        scores, truth, targets = step.disc_logits[step.real], step.replaced[step.real], step.targets
+        metrics = {"loss": loss.detach(), "accuracy": ((scores > 0) == truth).float().mean().detach(),
+                   "n_predicted": step.real.sum().float().detach(), "gen_loss": step.gen_loss.detach(),
+                   "disc_loss": step.disc_loss.detach(),
+                   "gen_accuracy": (step.gen_logits.argmax(-1) == targets).float().sum().detach()
+                   / max(len(targets), 1),
+                   "disc_auc": auc(scores.detach(), truth), "replaced_fraction": truth.float().mean().detach(),
+                   "masked_fraction": step.selected[step.real].float().mean().detach()}
+        return loss, metrics
+
+    def forward(self, model, batch) -> "Step":
+        """The generator on the masked input, its samples in place of the selected tokens, the discriminator on
+        the result, and both losses (unweighted)."""
         gen = self.own_module(model)
         ids, labels = batch["input_ids"], batch["labels"]
         extra = model_inputs(batch, "attention_mask", "token_type_ids", "segment_ids")
@@ -84,16 +114,9 @@ class ReplacedTokenDetection(MaskedLM):
         replaced = corrupted != original
         disc_logits = model.logits(model(corrupted, **extra)).squeeze(-1).float()
         real = extra["attention_mask"].bool() if "attention_mask" in extra else torch.ones_like(replaced)
-        scores, truth = disc_logits[real], replaced[real]
-        disc_loss = F.binary_cross_entropy_with_logits(scores, truth.float())
-        loss = gen_loss + self.options.disc_weight * disc_loss
-        n = real.sum().float()
-        metrics = {"loss": loss.detach(), "accuracy": ((scores > 0) == truth).float().mean().detach(),
-                   "n_predicted": n.detach(), "gen_loss": gen_loss.detach(), "disc_loss": disc_loss.detach(),
-                   "gen_accuracy": (gen_logits.argmax(-1) == targets).float().sum().detach() / max(len(targets), 1),
-                   "disc_auc": auc(scores.detach(), truth), "replaced_fraction": truth.float().mean().detach(),
-                   "masked_fraction": selected[real].float().mean().detach()}
-        return loss, metrics
+        disc_loss = F.binary_cross_entropy_with_logits(disc_logits[real], replaced[real].float())
+        return Step(gen_logits, targets, gen_loss, selected, original, corrupted, replaced, real, disc_logits,
+                    disc_loss)
 
     @torch.no_grad()
     def cloze_logits(self, model, windows, positions, variant):
