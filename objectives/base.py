@@ -130,7 +130,7 @@ class Objective:
             raise UserError(f"unknown architecture '{arch}'; choose one of {', '.join(ARCHS)}")
         if arch in cls.archs:
             return
-        needs = " or ".join(f"{_article(a)} {a} ({_presets(a)})" for a in cls.archs)
+        needs = " or ".join(f"{_article(a)} {a} ({_presets(a, cls.head_outputs)})" for a in cls.archs)
         raise UserError(f"objective '{cls.name}' cannot train {_article(arch)} {arch} model: it needs {needs}; "
                         f"{_alternatives(arch)}")
 
@@ -305,8 +305,9 @@ class Objective:
         return pool[torch.randint(len(pool), shape, generator=generator)]
 
 
-def _presets(arch: str) -> str:
-    names = family_names(arch)
+def _presets(arch: str, head_outputs: int = 0) -> str:
+    """The presets of `arch` whose head an objective training `head_outputs` logits per position can train."""
+    names = [n for n in family_names(arch) if get_family(n).preset.get("head_outputs", 0) == head_outputs]
     return f"preset{'s' if len(names) != 1 else ''} {', '.join(names) or 'none registered'}"
 
 
