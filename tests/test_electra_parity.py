@@ -14,12 +14,15 @@ LENGTHS = [T, 9, 5]
 
 
 def perturb(*modules):
-    """Norm gains start at one and biases at zero: randomize them so a misplaced one shows."""
+    """Norm gains start at one and biases at zero: randomize them so a misplaced one shows; weights x 10 (std 0.2)
+    so that logits are large enough for a wrong activation or a missing transform to show above 1e-4."""
     with torch.no_grad():
         for module in modules:
             for p in module.parameters():
                 if p.ndim == 1:
                     p.add_(torch.randn_like(p) * 0.1)
+                else:  # parameters() yields a tied weight once
+                    p.mul_(10)
 
 
 def batch():
