@@ -106,7 +106,7 @@ class ReplacedTokenDetection(MaskedLM):
         extra = model_inputs(batch, "attention_mask", "token_type_ids", "segment_ids")
         selected = labels != -100
         targets = labels[selected]
-        gen_logits = gen.logits(model, gen(model, ids, **extra)[selected]).float()
+        gen_logits = gen(model, ids, select=selected, **extra).float()
         gen_loss = F.cross_entropy(gen_logits, targets, reduction="sum") / selected.sum().clamp(min=1)
         original = torch.where(selected, labels, ids)
         corrupted = original.clone()
@@ -124,8 +124,9 @@ class ReplacedTokenDetection(MaskedLM):
         batch, index = self.cloze_batch(windows, positions, variant)
         device = next(model.parameters()).device
         batch = {k: v.to(device) for k, v in batch.items() if v is not None}
-        hidden = self.module(model, batch["input_ids"], batch.get("attention_mask"))
-        return self.module.logits(model, hidden[torch.arange(len(positions), device=device), index.to(device)])
+        select = torch.zeros(batch["input_ids"].shape, dtype=torch.bool, device=device)
+        select[torch.arange(len(positions), device=device), index.to(device)] = True
+        return self.module(model, batch["input_ids"], batch.get("attention_mask"), select=select)
 
     def exports(self, model) -> dict:
         return {"generator": to_transformers(model, self.module)}

@@ -57,8 +57,15 @@ class Generator(nn.Module):
         self.dropout = Dropout(model_cfg.dropout)
         normal_init(self, cfg)
 
-    def forward(self, model, input_ids, attention_mask=None, token_type_ids=None, segment_ids=None):
-        """Hidden states [B, L, width] of input_ids, read through `model`'s (the discriminator's) embeddings."""
+    def forward(self, model, input_ids, attention_mask=None, token_type_ids=None, segment_ids=None, select=None):
+        """Logits [n, vocab] at the positions `select` (Bool [B, L]; None: all, [B, L, vocab]) of input_ids, read
+        through `model`'s (the discriminator's) embeddings. The training call: a data-parallel wrapper runs
+        forward only."""
+        hidden = self.hidden(model, input_ids, attention_mask, token_type_ids, segment_ids)
+        return self.logits(model, hidden if select is None else hidden[select])
+
+    def hidden(self, model, input_ids, attention_mask=None, token_type_ids=None, segment_ids=None):
+        """Hidden states [B, L, width]."""
         x = model.encoder.embed_positions(model.embed(input_ids, token_type_ids), segment_ids)
         x = self.dropout(x)
         if self.project is not None:

@@ -36,7 +36,7 @@ def batch():
 def ours(model, gen, inputs):
     with torch.no_grad():
         disc = model.logits(model(**inputs)).squeeze(-1)
-        return disc, gen.logits(model, gen(model, **inputs))
+        return disc, gen(model, **inputs)
 
 
 def hf_pair(width: int):

@@ -32,7 +32,8 @@ def test_masking_rate_and_the_85_15_split():
     n = selected.sum().item()
     assert abs(selected.float().mean().item() - 0.15) < 0.005  # 65k tokens: 3 sigma = 0.004
     assert abs(((inputs == tok.mask_token_id) & selected).sum().item() / n - 0.85) < 0.01
-    assert torch.equal(inputs[selected & (inputs != tok.mask_token_id)], blocks[selected & (inputs != tok.mask_token_id)])
+    kept = selected & (inputs != tok.mask_token_id)
+    assert torch.equal(inputs[kept], blocks[kept])
     assert torch.equal(inputs[~selected], blocks[~selected])  # nothing else touched: no random tokens anywhere
     assert torch.equal(batch["labels"][selected], blocks[selected])
     assert batch["sample_u"].shape == blocks.shape and 0 <= batch["sample_u"].min() and batch["sample_u"].max() < 1
@@ -110,8 +111,8 @@ def test_loss_is_generator_plus_lambda_discriminator(weight):
     step = obj.forward(model, batch)  # deterministic: dropout 0, samples from the batch's uniforms
     sel = batch["labels"] != -100
     gen = obj.module
-    ref_gen = F.cross_entropy(gen.logits(model, gen(model, batch["input_ids"], batch["attention_mask"])[sel]),
-                              batch["labels"][sel])
+    hidden = gen.hidden(model, batch["input_ids"], batch["attention_mask"])
+    ref_gen = F.cross_entropy(gen.logits(model, hidden[sel]), batch["labels"][sel])
     real = batch["attention_mask"].bool()
     disc = model.logits(model(step.corrupted, attention_mask=batch["attention_mask"])).squeeze(-1)
     ref_disc = F.binary_cross_entropy_with_logits(disc[real], step.replaced[real].float())
@@ -163,7 +164,7 @@ def test_the_generator_answers_the_cloze():
     masked = torch.tensor(windows)
     masked[[0, 1, 2], [5, 9, 12]] = tok.mask_token_id
     with torch.no_grad():
-        expected = obj.module.logits(model, obj.module(model, masked)[[0, 1, 2], [5, 9, 12]])
+        expected = obj.module.logits(model, obj.module.hidden(model, masked)[[0, 1, 2], [5, 9, 12]])
     assert logits.shape == (3, len(tok)) and torch.allclose(logits, expected)
     assert "generator" in obj.cloze_method and "generator" in obj.cloze_note
 
