@@ -98,6 +98,7 @@ class Objective:
     loss_meaning: str = ""  # what its validation loss measures, one sentence for the comparison report
     cloze_overhead: int = 0  # tokens its cloze input adds around a window of text
     cloze_note: str = ""  # how the cloze question relates to what it trains on, for the report (markdown)
+    metric_names: tuple = ()  # metrics its loss returns beyond loss / accuracy / n_predicted, also validated
     Options = NoOptions  # a dataclass of its options with a check() refusing bad values in one line
     document_aware: bool = False  # it takes documents=True: segment ids in its batches, nothing crosses a boundary
 

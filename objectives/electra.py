@@ -73,6 +73,7 @@ class ReplacedTokenDetection(MaskedLM):
     cloze_note = ("the discriminator cannot answer a cloze: ELECTRA's small generator (the objective's own MLM, "
                   "1/4 of the width by default) answers it, so the cloze scores the generator, not the model being "
                   "pretrained; judge the discriminator by the downstream task")
+    metric_names = ("gen_loss", "gen_accuracy", "disc_loss", "disc_auc", "replaced_fraction", "masked_fraction")
     Options = ElectraOptions
 
     def __init__(self, tokenizer, model_cfg, options=None, documents=False):

@@ -70,6 +70,9 @@ def test_it_trains_and_logs_its_metrics(straight):
     assert last["gen_loss"] < first["gen_loss"] and last["loss"] < first["loss"]
     assert abs(sum(r["masked_fraction"] for r in train_rows) / 12 - 0.15) < 0.02  # 3 sigma over 3k tokens
     assert all(r["replaced_fraction"] <= r["masked_fraction"] for r in train_rows)
+    val = [r for r in rows(run) if r["split"] == "val"]
+    assert [r["step"] for r in val] == [4, 8, 12] and all(k in val[-1] for k in METRICS if k != "grad_norm")
+    assert 0.5 < val[-1]["disc_auc"] <= 1 and val[-1]["gen_loss"] < val[0]["gen_loss"]
     generator = load_file(run / "final" / "objective.safetensors")
     assert "head_bias" in generator and "project.weight" in generator and "tok_emb.weight" not in generator
     assert "no sample" in printed  # the discriminator has no words to show

@@ -1,5 +1,6 @@
-"""Validation metrics of a model on held-out blocks: loss, accuracy (both weighted by the number of predicted
-tokens), and perplexity where the objective says it means something. Sharded over processes."""
+"""Validation metrics of a model on held-out blocks: loss, accuracy and the objective's own metric_names (all
+weighted by the number of predicted tokens), and perplexity where the objective says it means something. Sharded
+over processes."""
 from __future__ import annotations
 
 import math
@@ -47,7 +48,8 @@ def validation_metrics(module, objective, val_blocks, batch_size: int, seed: int
     n_batches = math.ceil(n_val / batch_size)
     if max_batches:
         n_batches = min(n_batches, max_batches)
-    sums = torch.zeros(3, dtype=torch.float64)
+    names = tuple(objective.metric_names)  # the objective's own metrics, averaged like accuracy
+    sums = torch.zeros(3 + len(names), dtype=torch.float64)
     for i in range(rank, n_batches, world):
         idx = torch.arange(i * batch_size, min(n_val, (i + 1) * batch_size))
         batch = objective.collate(get_blocks(val_blocks, idx), generator(seed, "eval", i))
@@ -55,15 +57,17 @@ def validation_metrics(module, objective, val_blocks, batch_size: int, seed: int
         with accelerator.autocast() if accelerator else autocast(device, precision):
             loss, metrics = objective.loss(handle, batch)
         n = float(metrics["n_predicted"])
-        sums += torch.tensor([float(loss) * n, float(metrics["accuracy"]) * n, n], dtype=torch.float64)
+        sums += torch.tensor([float(loss) * n, float(metrics["accuracy"]) * n, n]
+                             + [float(metrics[k]) * n for k in names], dtype=torch.float64)
     if world > 1:
         sums = accelerator.reduce(sums.to(device), reduction="sum").cpu()
     for m, mode in zip(modules, was_training):
         m.train(mode)
-    loss_sum, acc_sum, n = sums.tolist()
+    loss_sum, acc_sum, n, *own = sums.tolist()
     if n == 0:
         return {}
     metrics = with_perplexity({"loss": loss_sum / n, "accuracy": acc_sum / n, "n_predicted": int(n)}, objective)
+    metrics.update({k: v / n for k, v in zip(names, own)})
     for name, variant in objective.validation_variants().items():  # e.g. FIM's left-to-right loss
         other = validation_metrics(module, variant, val_blocks, batch_size, seed, max_batches, accelerator, own,
                                    precision)
