@@ -3,7 +3,9 @@
 The folder loads with AutoModelForMaskedLM / AutoModelForCausalLM / AutoModelForSeq2SeqLM and `pipeline` without
 custom code: config.json, model.safetensors, generation_config.json (generative models), tokenizer.json +
 tokenizer_config.json, README.md (model card) + loss_curve.png + training_config.json. A config that matches no
-transformers family is refused before anything is written; the folder is written atomically.
+transformers family is refused before anything is written; the folder is written atomically. A model whose head
+predicts no tokens (ELECTRA's discriminator) loads with its own class. An objective's extra models
+(Objective.exports: ELECTRA's generator) go into sub-folders with the tokenizer, each loadable on its own.
 """
 from __future__ import annotations
 
