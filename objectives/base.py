@@ -187,6 +187,11 @@ class Objective:
         left-to-right loss on untransformed text); none by default."""
         return {}
 
+    def own_flops(self, batch: dict) -> float:
+        """Training FLOPs of its own parameters for one micro-batch (ELECTRA's generator), beside the model's that
+        the trainer counts; from shapes only (no device synchronization). None by default."""
+        return 0.0
+
     def exports(self, model) -> dict:
         """Extra transformers models built from its own parameters (and the model's), written beside the exported
         model as name/ folders (ELECTRA: its generator as ElectraForMaskedLM); none by default."""

@@ -129,6 +129,11 @@ class ReplacedTokenDetection(MaskedLM):
         select[torch.arange(len(positions), device=device), index.to(device)] = True
         return self.module(model, batch["input_ids"], batch.get("attention_mask"), select=select)
 
+    def own_flops(self, batch: dict) -> float:
+        """The generator: its layers and projection on every token, its head on the expected selected share."""
+        ids = batch["input_ids"]
+        return self.module.train_flops(ids.numel(), ids.shape[1], ids.numel() * self.options.mlm_probability)
+
     def exports(self, model) -> dict:
         return {"generator": to_transformers(model, self.module)}
 

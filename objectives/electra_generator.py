@@ -79,6 +79,15 @@ class Generator(nn.Module):
         return F.linear(hidden, model.tok_emb.weight, self.head_bias)
 
 
+    def train_flops(self, tokens: int, length: int, predicted: float) -> float:
+        """Training FLOPs (6 x multiply-adds) of `tokens` tokens in rows of `length`, `predicted` of them through
+        the head (dense to the embedding width, then the vocabulary)."""
+        d, width = self.head_dense.out_features, self.cfg.d_model
+        project = 6.0 * d * width * tokens if self.project is not None else 0.0
+        head = 6.0 * (width * d + d * self.head_bias.numel()) * predicted
+        return self.cfg.train_flops(tokens, 0, 0, length, 0) + project + head
+
+
 # ---- transformers ElectraForMaskedLM, both directions ---------------------------------------------------------
 def _table(projected: bool) -> list:
     return [

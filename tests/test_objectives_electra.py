@@ -181,3 +181,15 @@ def test_wrong_models_and_options_refused_in_one_line():
                       ({"mask_replace": 1.2}, "objective 'electra': mask_replace")):
         with pytest.raises(UserError, match=what):
             build_objective("electra", tok, cfg, **bad)
+
+
+def test_the_generators_flops_are_counted():
+    """The generator's training FLOPs (6 x multiply-adds per token) beside the model's, written out by hand for
+    width 16 beside d_model 64, one layer, rows of 64: layers 12 w^2, attention scores 2 x 64 x w, projection
+    d x w per token; the head (w x d + d x V) on the expected 15% of the tokens."""
+    tok, obj, _ = setup()
+    batch = obj.collate(text_blocks(tok, 4, 64), torch.Generator().manual_seed(7))
+    w, d, V, tokens = 16, 64, len(tok), 4 * 64
+    per_token = 6 * 12 * w * w + 12 * 64 * w + 6 * d * w
+    head = 6 * (w * d + d * V) * 0.15 * tokens
+    assert obj.own_flops(batch) == pytest.approx(per_token * tokens + head)
