@@ -146,12 +146,13 @@ def sample(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
 
 
 def auc(scores: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """Area under the ROC curve of scores for truth (Mann-Whitney U from integer ranks, exact for any batch);
-    0.5 with a single class. No host synchronization."""
+    """Area under the ROC curve of scores for truth: the Mann-Whitney U from mid-ranks (a tie counts half, which
+    matters for bf16 logits), in exact integers; 0.5 with a single class. No host synchronization."""
     n_pos = truth.sum()
     n_neg = truth.numel() - n_pos
-    ranks = torch.empty_like(truth, dtype=torch.long).scatter_(
-        0, scores.argsort(), torch.arange(1, len(scores) + 1, device=scores.device))
-    u = ((ranks * truth).sum() - n_pos * (n_pos + 1) // 2).double()
+    ordered = scores.sort().values
+    below = torch.searchsorted(ordered, scores)  # scores strictly below each one
+    below_or_tied = torch.searchsorted(ordered, scores, right=True)
+    twice_u = ((below + below_or_tied + 1) * truth).sum() - n_pos * (n_pos + 1)  # 2 x (sum of mid-ranks - min)
     both = (n_pos > 0) & (n_neg > 0)
-    return torch.where(both, u / (n_pos * n_neg).clamp(min=1).double(), 0.5).float()
+    return torch.where(both, twice_u.double() / (2 * n_pos * n_neg).clamp(min=1).double(), 0.5).float()

@@ -130,6 +130,11 @@ def test_auc_matches_pairwise_counting():
     pairs = (scores[truth][:, None] > scores[~truth][None, :]).float().mean()
     assert auc(scores, truth).item() == pytest.approx(pairs.item(), abs=1e-6)
     assert auc(scores, torch.zeros(300, dtype=torch.bool)).item() == 0.5
+    tied = (scores * 2).round() / 2  # heavy ties, as bf16 logits have: a tie counts half
+    greater = (tied[truth][:, None] > tied[~truth][None, :]).float()
+    equal = (tied[truth][:, None] == tied[~truth][None, :]).float()
+    assert auc(tied, truth).item() == pytest.approx((greater + equal / 2).mean().item(), abs=1e-6)
+    assert auc(torch.zeros(300), truth).item() == 0.5
 
 
 def test_it_trains_and_the_discriminator_learns():
