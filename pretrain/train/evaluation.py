@@ -63,11 +63,11 @@ def validation_metrics(module, objective, val_blocks, batch_size: int, seed: int
         sums = accelerator.reduce(sums.to(device), reduction="sum").cpu()
     for m, mode in zip(modules, was_training):
         m.train(mode)
-    loss_sum, acc_sum, n, *own = sums.tolist()
+    loss_sum, acc_sum, n, *extras = sums.tolist()
     if n == 0:
         return {}
     metrics = with_perplexity({"loss": loss_sum / n, "accuracy": acc_sum / n, "n_predicted": int(n)}, objective)
-    metrics.update({k: v / n for k, v in zip(names, own)})
+    metrics.update({k: v / n for k, v in zip(names, extras)})
     for name, variant in objective.validation_variants().items():  # e.g. FIM's left-to-right loss
         other = validation_metrics(module, variant, val_blocks, batch_size, seed, max_batches, accelerator, own,
                                    precision)
