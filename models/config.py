@@ -52,6 +52,8 @@ class ModelConfig:
     scale_embeddings: bool = False  # multiply token embeddings by sqrt(d_model)
     head_transform: bool = False  # BERT: dense + activation + norm before the output projection
     head_bias: bool = False  # BERT's cls.predictions.bias, BART's final_logits_bias
+    head_norm: bool = True  # head_transform's norm after the activation (ELECTRA's discriminator head has none)
+    head_outputs: int = 0  # logits per position: 0 = the vocabulary (an LM head); ELECTRA's discriminator: 1
     scale_tied_head: bool = False  # T5 scales the decoder output by d_model**-0.5 when the head is tied
     init: str = "bert"  # the family whose initialization scheme draws fresh weights
     init_std: float = 0.02
@@ -99,6 +101,11 @@ class ModelConfig:
         return self.n_decoder_layers if self.n_decoder_layers is not None else self.n_layers
 
     @property
+    def head_width(self) -> int:
+        """Logits per position: the vocabulary, or head_outputs."""
+        return self.head_outputs or self.vocab_size
+
+    @property
     def gated(self) -> bool:
         return self.activation in ("swiglu", "geglu")
 
@@ -131,6 +138,11 @@ class ModelConfig:
         if self.n_decoder_layers is not None and self.arch != "encoder-decoder":
             raise ValueError(f"n_decoder_layers applies to encoder-decoder models only, not {self.arch}; "
                              f"remove it or use n_layers")
+        if self.head_outputs < 0:
+            raise ValueError(f"head_outputs must be 0 (the vocabulary) or positive, got {self.head_outputs}")
+        if self.head_outputs and self.tie_embeddings:
+            raise ValueError(f"a head of {self.head_outputs} logit(s) per position cannot be tied to the token "
+                             f"embeddings; set tie_embeddings false or head_outputs 0")
         for name in ("dropout", "attention_dropout", "activation_dropout"):
             rate = getattr(self, name)
             if rate is not None and not 0.0 <= rate < 1.0:
@@ -154,7 +166,7 @@ class ModelConfig:
         stack, plus attention scores (12 x layers x heads x head_dim x attended length), plus the head per
         predicted token. Encoder-decoder models count encoder and decoder tokens separately."""
         attn_width = self.n_heads * self.dim_head
-        head = self.d_model * self.vocab_size + (self.d_model ** 2 if self.head_transform else 0)
+        head = self.d_model * self.head_width + (self.d_model ** 2 if self.head_transform else 0)
         flops = 6.0 * head * predicted
         if self.arch in ("encoder", "encoder-decoder"):
             flops += enc_tokens * (6 * self.n_layers * self._layer_matmul_params(False)

@@ -119,7 +119,9 @@ def from_transformers(hf_model_or_path) -> Transformer:
         from transformers import AutoConfig
 
         path = os.fspath(hf_model_or_path)
-        family = family_of(AutoConfig.from_pretrained(path, trust_remote_code=False))
+        hf_config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        family = family_of(hf_config)
+        _family(family).from_hf_config(hf_config)  # refuse what the family cannot hold before loading weights
         hf_model = _hf_class(family).from_pretrained(path, use_safetensors=True, trust_remote_code=False)
     else:
         hf_model = hf_model_or_path

@@ -61,6 +61,12 @@ class Stack(nn.Module):
         """x: token embeddings [B, T, D]; padding: Bool[B, T] True on real tokens (None = no padding); segments:
         Long[B, T] document ids of a packed row (None = one sequence): attention stays inside a document and
         positions restart at each one."""
+        x = self.dropout(self.embed_positions(x, segments))
+        return self.run_layers(x, padding, memory, memory_padding, segments, memory_segments)
+
+    def embed_positions(self, x, segments=None):
+        """Token embeddings [B, T, D] plus positions, through the embedding norm: what the layers read, before
+        dropout (ELECTRA's generator reads the discriminator's embeddings from here)."""
         T = x.shape[1]
         self.cfg.check_length(T)
         positions = positions_in_documents(segments) if segments is not None else None
@@ -69,9 +75,12 @@ class Stack(nn.Module):
                                  + self.cfg.position_offset)
         elif self.cfg.position == "sinusoidal":
             x = x + (self.pos_table[:T] if positions is None else self.pos_table[positions]).to(x.dtype)
-        if self.emb_norm is not None:
-            x = self.emb_norm(x)
-        x = self.dropout(x)
+        return self.emb_norm(x) if self.emb_norm is not None else x
+
+    def run_layers(self, x, padding=None, memory=None, memory_padding=None, segments=None, memory_segments=None):
+        """The layers and the final norm on embedded inputs x [B, T, D] (arguments as in forward)."""
+        T = x.shape[1]
+        positions = positions_in_documents(segments) if segments is not None and self.rotary is not None else None
         bias = self.rel_bias(T, T) if self.rel_bias is not None else None
         memory_mask = None
         if self.flex and segments is not None and bias is None:
@@ -102,9 +111,9 @@ class Transformer(nn.Module):
             self.decoder = Stack(cfg, n, causal=True, cross=cfg.arch == "encoder-decoder")
         # LM head: optional BERT transform, projection (tied to tok_emb or its own), optional bias
         self.head_dense = nn.Linear(cfg.d_model, cfg.d_model) if cfg.head_transform else None
-        self.head_norm = make_norm(cfg) if cfg.head_transform else None
-        self.head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        self.head_bias = nn.Parameter(torch.zeros(cfg.vocab_size)) if cfg.head_bias else None
+        self.head_norm = make_norm(cfg) if cfg.head_transform and cfg.head_norm else None
+        self.head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.head_width, bias=False)
+        self.head_bias = nn.Parameter(torch.zeros(cfg.head_width)) if cfg.head_bias else None
         self.emb_scale = math.sqrt(cfg.d_model) if cfg.scale_embeddings else 1.0
         self.compiled_ce = None  # set by compile(): the LM-head loss used on a GPU
         get_family(cfg.init).init(self, cfg)
@@ -162,7 +171,8 @@ class Transformer(nn.Module):
                            decoder_segment_ids)
 
     def logits(self, hidden):
-        """LM head on any [..., d_model] tensor: objectives call it on the positions they predict only."""
+        """The head on any [..., d_model] tensor: [..., vocab] (an LM head; objectives call it on the positions
+        they predict only) or [..., head_outputs]."""
         hidden, weight = self._head_input(hidden)
         return F.linear(hidden, weight, self.head_bias)
 
@@ -177,7 +187,9 @@ class Transformer(nn.Module):
     def _head_input(self, hidden):
         """BERT's transform, T5's tied-head scaling, and the projection matrix (tied or not)."""
         if self.head_dense is not None:
-            hidden = self.head_norm(ACTIVATION_FNS[self.config.activation](self.head_dense(hidden)))
+            hidden = ACTIVATION_FNS[self.config.activation](self.head_dense(hidden))
+            if self.head_norm is not None:
+                hidden = self.head_norm(hidden)
         if self.head is not None:
             return hidden, self.head.weight
         if self.config.scale_tied_head:

@@ -92,16 +92,18 @@ class Objective:
     title: str = ""  # for model cards and reports, e.g. "masked language modeling (BERT)"
     hub_tag: str = ""  # a Hub tag, e.g. "masked-lm"
     archs: tuple = ()  # the model shapes it trains
+    head_outputs: int = 0  # the model head it trains (ModelConfig.head_outputs): 0 = an LM head; ELECTRA: 1
     special_tokens: tuple = ("pad_token", "eos_token")  # roles, or tokens of its own written "<...>" / "[...]"
     perplexity: bool = False  # the loss is the NLL of text predicted left to right, so exp(loss) means something
     loss_meaning: str = ""  # what its validation loss measures, one sentence for the comparison report
     cloze_overhead: int = 0  # tokens its cloze input adds around a window of text
     cloze_note: str = ""  # how the cloze question relates to what it trains on, for the report (markdown)
+    metric_names: tuple = ()  # metrics its loss returns beyond loss / accuracy / n_predicted, also validated
     Options = NoOptions  # a dataclass of its options with a check() refusing bad values in one line
     document_aware: bool = False  # it takes documents=True: segment ids in its batches, nothing crosses a boundary
 
     def __init__(self, tokenizer, model_cfg, options=None, documents: bool = False):
-        self.check_arch(model_cfg.arch)
+        self.check_model(model_cfg)
         self.tokenizer, self.model_cfg = tokenizer, model_cfg
         # documents=True: collate adds segment ids (the document of each position, -1 on padding; encoder-decoders
         # also decoder_segment_ids), so attention never crosses a document boundary and positions restart
@@ -129,9 +131,27 @@ class Objective:
             raise UserError(f"unknown architecture '{arch}'; choose one of {', '.join(ARCHS)}")
         if arch in cls.archs:
             return
-        needs = " or ".join(f"{_article(a)} {a} ({_presets(a)})" for a in cls.archs)
+        needs = " or ".join(f"{_article(a)} {a} ({_presets(a, cls.head_outputs)})" for a in cls.archs)
         raise UserError(f"objective '{cls.name}' cannot train {_article(arch)} {arch} model: it needs {needs}; "
                         f"{_alternatives(arch)}")
+
+    @classmethod
+    def check_model(cls, model_cfg):
+        """check_arch, and refuse a model whose head is not the one this objective trains, in one line naming the
+        presets that have it."""
+        cls.check_arch(model_cfg.arch)
+        if model_cfg.head_outputs == cls.head_outputs:
+            return
+        heads = {0: "an LM head over the vocabulary"}
+        want, have = (heads.get(n, f"a head of {n} logit(s) per token") for n in (cls.head_outputs,
+                                                                                   model_cfg.head_outputs))
+        presets = [n for n in family_names(model_cfg.arch)
+                   if get_family(n).preset.get("head_outputs", 0) == cls.head_outputs]
+        others = sorted(n for n, c in OBJECTIVES.items() if c.head_outputs == model_cfg.head_outputs
+                        and model_cfg.arch in c.archs)
+        raise UserError(f"objective '{cls.name}' trains {want} but this model has {have}; use "
+                        f"{'model.preset ' + '/'.join(presets) if presets else 'another model'} for it, or objective "
+                        f"{'/'.join(others) or 'none'} for this model")
 
     @classmethod
     def parse_options(cls, values: dict):
@@ -166,6 +186,16 @@ class Objective:
     def validation_variants(self) -> dict:
         """name -> another objective whose validation loss is logged beside this one's as name_loss (FIM: the
         left-to-right loss on untransformed text); none by default."""
+        return {}
+
+    def own_flops(self, batch: dict) -> float:
+        """Training FLOPs of its own parameters for one micro-batch (ELECTRA's generator), beside the model's that
+        the trainer counts; from shapes only (no device synchronization). None by default."""
+        return 0.0
+
+    def exports(self, model) -> dict:
+        """Extra transformers models built from its own parameters (and the model's), written beside the exported
+        model as name/ folders (ELECTRA: its generator as ElectraForMaskedLM); none by default."""
         return {}
 
     def own_module(self, model):
@@ -282,8 +312,9 @@ class Objective:
         return pool[torch.randint(len(pool), shape, generator=generator)]
 
 
-def _presets(arch: str) -> str:
-    names = family_names(arch)
+def _presets(arch: str, head_outputs: int = 0) -> str:
+    """The presets of `arch` whose head an objective training `head_outputs` logits per position can train."""
+    names = [n for n in family_names(arch) if get_family(n).preset.get("head_outputs", 0) == head_outputs]
     return f"preset{'s' if len(names) != 1 else ''} {', '.join(names) or 'none registered'}"
 
 

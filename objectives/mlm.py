@@ -25,11 +25,11 @@ class MaskedLMOptions:
     random_replace: float = 0.1  # of the selected: become a random non-special token (the rest stay)
     whole_word: bool = False  # select whole words (every piece of a word or none)
 
-    def check(self):
-        check_fraction("mlm", "mlm_probability", self.mlm_probability, allow_zero=False)
-        check_fraction("mlm", "mask_replace", self.mask_replace, allow_one=True)
-        check_fraction("mlm", "random_replace", self.random_replace, allow_one=True)
-        check_fraction("mlm", "mask_replace + random_replace", self.mask_replace + self.random_replace,
+    def check(self, objective: str = "mlm"):
+        check_fraction(objective, "mlm_probability", self.mlm_probability, allow_zero=False)
+        check_fraction(objective, "mask_replace", self.mask_replace, allow_one=True)
+        check_fraction(objective, "random_replace", self.random_replace, allow_one=True)
+        check_fraction(objective, "mask_replace + random_replace", self.mask_replace + self.random_replace,
                        allow_one=True)
 
 

@@ -42,7 +42,7 @@ class Stub(torch.nn.Module):
 
     def __init__(self, arch: str, vocab_size: int, favourites: list[int]):
         super().__init__()
-        self.config = SimpleNamespace(arch=arch, max_seq_len=64)
+        self.config = SimpleNamespace(arch=arch, max_seq_len=64, head_outputs=0)
         self.vocab_size, self.favourites = vocab_size, favourites
         self.weight = torch.nn.Parameter(torch.zeros(1))
 

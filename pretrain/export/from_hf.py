@@ -59,10 +59,10 @@ def run_config_yaml(family: str, model_cfg, out: Path, objective: str) -> str:
     return to_yaml(parse_config(["--config", yaml.safe_dump(tree, sort_keys=False)], None, "pretrain export"))
 
 
-def _objective_for(family: str, arch: str, objective: str | None) -> str:
+def _objective_for(family: str, model_cfg, objective: str | None) -> str:
     objective = objective or get_family(family).default_objective
     try:
-        objective_class(objective).check_arch(arch)
+        objective_class(objective).check_model(model_cfg)
     except UserError as e:
         raise usage_error(f"--objective: {e}") from None
     return objective
@@ -75,7 +75,7 @@ def import_hub(source: str, out, *, overwrite: bool = False, objective: str | No
     model, tokenizer = _load_hf(source)
     model_cfg = model.config
     family = resolve_family(model_cfg)
-    objective = _objective_for(family, model_cfg.arch, objective)
+    objective = _objective_for(family, model_cfg, objective)
     if len(tokenizer) > model_cfg.vocab_size:
         raise UserError(f"{source!r}: its tokenizer has {len(tokenizer)} tokens but the model only "
                         f"{model_cfg.vocab_size}; they do not belong together")

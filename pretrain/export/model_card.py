@@ -85,7 +85,8 @@ def card_facts(record, model_cfg, family: str, hf_class: str, tokenizer=None, na
     facts = {
         "name": repo_id or name, "where": repo_id or "path/to/this/folder", "family": family,
         "family_title": get_family(family).title, "hf_class": hf_class,
-        "arch": arch, "license": license, "has_plot": has_plot, "tokens": record.tokens,
+        "arch": arch, "lm_head": not model_cfg.head_outputs, "license": license, "has_plot": has_plot,
+        "tokens": record.tokens,
         "objective": record.objective_name, "objective_title": objective.title if objective else None,
         "hub_tags": ["unified-pretrain", family, "pretraining"] + ([objective.hub_tag] if objective else []),
         "hub_datasets": [cfg.data.hub_dataset] if cfg and cfg.data.hub_dataset else [],
@@ -171,8 +172,19 @@ def _describe_tokenizer(cfg, tokenizer) -> str:
 
 
 # ---- writing -----------------------------------------------------------------------------------------------------
+def _loader(facts: dict) -> str:
+    """The class to load it with: the Auto class of its shape, or its own class when its head predicts no tokens
+    (ELECTRA's discriminator: AutoModelForMaskedLM would build the generator's class)."""
+    return AUTO_CLASSES[facts["arch"]] if facts["lm_head"] else facts["hf_class"]
+
+
 def _usage(facts: dict) -> str:
-    where, auto, arch = facts["where"], AUTO_CLASSES[facts["arch"]], facts["arch"]
+    where, auto, arch = facts["where"], _loader(facts), facts["arch"]
+    if not facts["lm_head"]:
+        return (f'from transformers import AutoTokenizer, {auto}\n\n'
+                f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n'
+                f'model = {auto}.from_pretrained("{where}")\n'
+                f'print(model(**tokenizer("The quick brown fox", return_tensors="pt")).logits)  # one per token')
     if arch == "encoder":
         return (f'from transformers import pipeline\n\nfill = pipeline("fill-mask", model="{where}")\n'
                 f'print(fill("The capital of France is {facts["mask_token"]}."))')
@@ -207,14 +219,15 @@ def card_markdown(facts: dict) -> str:
         document.image("loss curve", LOSS_PLOT) if facts["has_plot"] else "No metrics were logged for this run.",
         "## Usage", document.code(_usage(facts), "python"),
         f"Load it directly with `AutoTokenizer.from_pretrained(\"{facts['where']}\")` and "
-        f"`{AUTO_CLASSES[facts['arch']]}.from_pretrained(\"{facts['where']}\")`.",
+        f"`{_loader(facts)}.from_pretrained(\"{facts['where']}\")`.",
         "## Limitations",
         f"A small research / educational pretraining run: it has seen {_human(facts['tokens'])} tokens, has not "
         f"been fine-tuned or aligned, and reproduces the biases of its corpus.")
 
 
 def render_model_card(facts: dict) -> ModelCard:
-    data = ModelCardData(library_name="transformers", pipeline_tag=PIPELINE_TAGS[facts["arch"]],
+    data = ModelCardData(library_name="transformers",
+                         pipeline_tag=PIPELINE_TAGS[facts["arch"]] if facts["lm_head"] else None,
                          tags=facts["hub_tags"], license=facts["license"] or None,
                          datasets=facts["hub_datasets"] or None, base_model=facts["base_model"])
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{card_markdown(facts)}")

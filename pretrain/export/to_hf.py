@@ -3,7 +3,9 @@
 The folder loads with AutoModelForMaskedLM / AutoModelForCausalLM / AutoModelForSeq2SeqLM and `pipeline` without
 custom code: config.json, model.safetensors, generation_config.json (generative models), tokenizer.json +
 tokenizer_config.json, README.md (model card) + loss_curve.png + training_config.json. A config that matches no
-transformers family is refused before anything is written; the folder is written atomically.
+transformers family is refused before anything is written; the folder is written atomically. A model whose head
+predicts no tokens (ELECTRA's discriminator) loads with its own class. An objective's extra models
+(Objective.exports: ELECTRA's generator) go into sub-folders with the tokenizer, each loadable on its own.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from transformers import GenerationConfig
 from models.convert import hf_classes, match_family, to_transformers
 
 from ..errors import UserError
-from ..train.saved_run import load_run_model
+from ..train.saved_run import load_run_model, load_run_spec
 from .folder import check_out_dir, usage_error, write_folder
 from .hub import check_can_push, find_token_leaks, get_token, push_folder
 from .model_card import write_model_card
@@ -65,6 +67,15 @@ def build_hf_model(model, model_cfg, tokenizer, family: str):
     return hf_model
 
 
+def objective_exports(record, model, model_cfg, tokenizer) -> dict:
+    """The objective's extra transformers models (Objective.exports: ELECTRA's generator), built from its own
+    parameters as trained; none when the run's config is unknown (an imported model)."""
+    if record.config is None:
+        return {}
+    objective = load_run_spec(record, tokenizer, model_cfg).objective
+    return objective.exports(model)
+
+
 def export_run(run_dir, out, checkpoint: str | None = None, *, overwrite: bool = False, license: str | None = None,
                push_to_hub: str | None = None, private: bool = False, revision: str | None = None,
                log=_say) -> Path:
@@ -79,6 +90,7 @@ def export_run(run_dir, out, checkpoint: str | None = None, *, overwrite: bool =
     family = resolve_family(model_cfg)  # refuse before anything is written
     hf_model = build_hf_model(model, model_cfg, tokenizer, family)
     hf_class = type(hf_model).__name__
+    extras = objective_exports(record, model, model_cfg, tokenizer)
     tokenizer.model_max_length = model_cfg.max_seq_len
 
     def write(tmp: Path):
@@ -88,6 +100,12 @@ def export_run(run_dir, out, checkpoint: str | None = None, *, overwrite: bool =
         tokenizer.save_pretrained(str(tmp))
         write_model_card(tmp, record, model_cfg, family, hf_class, license=license, repo_id=push_to_hub,
                          tokenizer=tokenizer, name=out.name)
+        for name, extra in extras.items():  # e.g. ELECTRA's generator/, loadable on its own with its tokenizer
+            extra.save_pretrained(str(tmp / name))
+            tokenizer.save_pretrained(str(tmp / name))
+            with open(tmp / "README.md", "a") as card:
+                card.write(f"\n`{name}/` holds the objective's {type(extra).__name__}, trained with this model; "
+                           f"load it with `{type(extra).__name__}.from_pretrained(\"{name}\")` from this folder.\n")
         needed = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md"]
         if model_cfg.arch != "encoder":
             needed.append("generation_config.json")

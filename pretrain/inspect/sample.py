@@ -169,6 +169,8 @@ def sample(model, tokenizer, objective, val_blocks, seed: int = 0, length: int =
     block = pick_block(tokenizer, val_blocks)
     try:
         arch = model.config.arch
+        if model.config.head_outputs:
+            return f"(no sample: the model's head gives {model.config.head_outputs} logit(s) per token, no words)"
         if arch == "encoder":
             return "fill-mask:\n" + fill_mask(model, tokenizer, block[0, :length].to(device))
         if arch == "decoder":

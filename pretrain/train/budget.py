@@ -79,11 +79,11 @@ def expected_step_flops(model_cfg, objective, micro_batches, generators, grad_ac
                         world_size: int) -> float:
     """Expected training FLOPs of one optimizer step: the mean FLOPs of the objective's batches made from sample
     `micro_batches` (LongTensor blocks [batch_size, block_length], each collated with its generator) times the
-    micro-batches of a step (grad_accum x world_size). Exact for objectives whose batch shapes and predicted
+    micro-batches of a step (grad_accum x world_size), the objective's own parameters included. Exact for objectives whose batch shapes and predicted
     positions are fixed by the block length (CLM, span corruption); an expected value where they depend on the
     draw (MLM predicts about 15% of the non-special tokens, infilling's input length varies)."""
-    values = [batch_flops(model_cfg, objective.collate(blocks, gen)) for blocks, gen in zip(micro_batches,
-                                                                                             generators)]
+    batches = [objective.collate(blocks, gen) for blocks, gen in zip(micro_batches, generators)]
+    values = [batch_flops(model_cfg, batch) + objective.own_flops(batch) for batch in batches]
     if not values:
         raise ValueError("expected_step_flops needs at least one sample micro-batch")
     return sum(values) / len(values) * grad_accum * world_size

@@ -298,7 +298,7 @@ def check_static(cfg: TrainConfig):
         raise ConfigError(str(e)) from None
     model_cfg = resolve_model_config(cfg, vocab_size=None)
     try:
-        objective.check_arch(model_cfg.arch)
+        objective.check_model(model_cfg)
     except UserError as e:
         raise ConfigError(f"{e} (set model.preset or objective.name)") from None
     r = cfg.run

@@ -1,6 +1,7 @@
-"""Validation metrics of a model on held-out blocks: loss, accuracy (both weighted by the number of predicted
-tokens), any loss and accuracy an objective reports for a part of its examples (weighted by that part's count),
-and perplexity where the objective says it means something. Sharded over processes."""
+"""Validation metrics of a model on held-out blocks: loss, accuracy and the objective's own metric_names (all
+weighted by the number of predicted tokens), any loss and accuracy an objective reports for a part of its examples
+(weighted by that part's count), and perplexity where the objective says it means something. Sharded over
+processes."""
 from __future__ import annotations
 
 import math
@@ -49,7 +50,8 @@ def validation_metrics(module, objective, val_blocks, batch_size: int, seed: int
     n_batches = math.ceil(n_val / batch_size)
     if max_batches:
         n_batches = min(n_batches, max_batches)
-    sums = torch.zeros(3, dtype=torch.float64)
+    names = tuple(objective.metric_names)  # the objective's own metrics, averaged like accuracy
+    sums = torch.zeros(3 + len(names), dtype=torch.float64)
     parts: dict = {}  # "P_loss" -> its sum weighted by "P_n_predicted", and each count summed (metric_weight)
     # a sharded model's forward is a collective: then every process runs as many batches, the surplus discarded
     sharded = accelerator is not None and accelerator.distributed_type in (DistributedType.FSDP,
@@ -64,7 +66,8 @@ def validation_metrics(module, objective, val_blocks, batch_size: int, seed: int
         if i >= n_batches:
             continue
         n = float(metrics["n_predicted"])
-        sums += torch.tensor([float(loss) * n, float(metrics["accuracy"]) * n, n], dtype=torch.float64)
+        sums += torch.tensor([float(loss) * n, float(metrics["accuracy"]) * n, n]
+                             + [float(metrics[k]) * n for k in names], dtype=torch.float64)
         for k, v in metrics.items():
             weight = metric_weight(k, metrics)
             if k != "accuracy" and (weight is not None or is_count(k) and k != "n_predicted"):
@@ -78,10 +81,11 @@ def validation_metrics(module, objective, val_blocks, batch_size: int, seed: int
             parts = dict(zip(keys, reduced))
     for m, mode in zip(modules, was_training):
         m.train(mode)
-    loss_sum, acc_sum, n = sums.tolist()
+    loss_sum, acc_sum, n, *extras = sums.tolist()
     if n == 0:
         return {}
     metrics = with_perplexity({"loss": loss_sum / n, "accuracy": acc_sum / n, "n_predicted": int(n)}, objective)
+    metrics.update({k: v / n for k, v in zip(names, extras)})
     for k in keys:
         weight = metric_weight(k, parts)
         if weight is None:

@@ -169,8 +169,9 @@ class Trainer:
                 for k, v in batch.items()}
 
     def _flops(self, batch: dict) -> float:
-        """FLOPs of the stacks for this micro-batch; the head's share is added per step from the reduced count."""
-        return stack_flops(self.model_cfg, batch)
+        """FLOPs of the stacks (and the objective's own parameters) for this micro-batch; the head's share is added
+        per step from the reduced count."""
+        return stack_flops(self.model_cfg, batch) + self.objective.own_flops(batch)
 
     def train_step(self) -> dict:
         r = self.run_cfg
