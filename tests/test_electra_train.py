@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from train_fixtures import tiny_flags, write_corpus
+from train_fixtures import tiny_flags, train_val_rows, write_corpus
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -38,11 +38,6 @@ def train(root: Path, corpus: Path, *extra: str) -> str:
     return out.getvalue()
 
 
-def rows(run: Path):
-    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
-            if r["split"] in ("train", "val")]
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return write_corpus(tmp_path_factory.mktemp("data"), n_paragraphs=200)
@@ -64,13 +59,13 @@ def straight(tmp_path_factory, corpus):
 
 def test_it_trains_and_logs_its_metrics(straight):
     run, printed = straight
-    train_rows = [r for r in rows(run) if r["split"] == "train"]
+    train_rows = [r for r in train_val_rows(run) if r["split"] == "train"]
     assert len(train_rows) == 12 and all(k in train_rows[-1] for k in METRICS)
     first, last = train_rows[0], train_rows[-1]
     assert last["gen_loss"] < first["gen_loss"] and last["loss"] < first["loss"]
     assert abs(sum(r["masked_fraction"] for r in train_rows) / 12 - 0.15) < 0.02  # 3 sigma over 3k tokens
     assert all(r["replaced_fraction"] <= r["masked_fraction"] for r in train_rows)
-    val = [r for r in rows(run) if r["split"] == "val"]
+    val = [r for r in train_val_rows(run) if r["split"] == "val"]
     assert [r["step"] for r in val] == [4, 8, 12] and all(k in val[-1] for k in METRICS if k != "grad_norm")
     assert 0.5 < val[-1]["disc_auc"] <= 1 and val[-1]["gen_loss"] < val[0]["gen_loss"]
     generator = load_file(run / "final" / "objective.safetensors")
@@ -90,7 +85,7 @@ def test_resume_is_exact_for_model_and_generator(tmp_path, corpus, straight):
         train_main(None, ["--run.output_dir", str(paused), "--resume"])
     # the straight run trained its own tokenizer: the same one, since training it is deterministic
     assert (paused / "tokenizer" / "tokenizer.json").read_text() == (run / "tokenizer" / "tokenizer.json").read_text()
-    a, b = rows(run), rows(paused)
+    a, b = train_val_rows(run), train_val_rows(paused)
     assert [(r["split"], r["step"]) for r in a] == [(r["split"], r["step"]) for r in b]
     for x, y in zip(a, b):
         assert {k: x[k] for k in METRICS if k in x} == {k: y[k] for k in METRICS if k in y}, (x["split"], x["step"])

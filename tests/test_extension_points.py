@@ -18,7 +18,7 @@ from models import ModelConfig, Transformer, family_names
 from models.family import FAMILIES
 from objectives import OBJECTIVES
 from pretrain.errors import UserError
-from train_fixtures import tiny_flags, write_corpus
+from train_fixtures import tiny_flags, train_val_rows, write_corpus
 
 pytestmark = pytest.mark.usefixtures("one_thread", "extensions")
 
@@ -48,12 +48,6 @@ def train(tmp_path, corpus, steps, **extra):
                                                  **extra}))
 
 
-def rows(run):
-    """The train and validation rows of metrics.jsonl (not the packing statistics)."""
-    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
-            if r["split"] in ("train", "val")]
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return write_corpus(tmp_path_factory.mktemp("data"), n_paragraphs=200)
@@ -68,7 +62,7 @@ def toy_run(tmp_path_factory, corpus, extensions):
 
 def test_the_objective_trains_with_its_own_parameters(toy_run):
     assert "toy-denoise" in OBJECTIVES
-    train_rows = [r for r in rows(toy_run) if r["split"] == "train"]
+    train_rows = [r for r in train_val_rows(toy_run) if r["split"] == "train"]
     assert len(train_rows) == 12 and train_rows[-1]["loss"] < train_rows[0]["loss"]
     head = load_file(toy_run / "final" / "objective.safetensors")
     assert set(head) == {"weight", "bias"}
@@ -95,8 +89,8 @@ def test_resume_restores_the_objectives_parameters_exactly(tmp_path, corpus, toy
     assert not (paused_dir / "run" / "final").exists()
     quiet(train_main, None, ["--run.output_dir", str(paused_dir / "run"), "--resume"])
     straight, paused = straight_dir / "run", paused_dir / "run"
-    assert [(r["split"], r["step"], r["loss"]) for r in rows(straight)] == \
-        [(r["split"], r["step"], r["loss"]) for r in rows(paused)]
+    assert [(r["split"], r["step"], r["loss"]) for r in train_val_rows(straight)] == \
+        [(r["split"], r["step"], r["loss"]) for r in train_val_rows(paused)]
     for name in ("model.safetensors", "objective.safetensors"):
         a, b = load_file(straight / "final" / name), load_file(paused / "final" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
@@ -106,7 +100,7 @@ def test_pretrain_eval_asks_the_objective(toy_run):
     from pretrain.train.eval_run import evaluate_run
 
     metrics = quiet(evaluate_run, str(toy_run))
-    last_val = [r for r in rows(toy_run) if r["split"] == "val"][-1]
+    last_val = [r for r in train_val_rows(toy_run) if r["split"] == "val"][-1]
     assert metrics["loss"] == pytest.approx(last_val["loss"], rel=1e-5)  # through the trained head, from final/
     assert "perplexity" not in metrics  # the objective says it means nothing here
 

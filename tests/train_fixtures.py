@@ -31,6 +31,12 @@ def write_corpus(directory: Path, n_paragraphs: int = 300, seed: int = 0) -> Pat
     return path
 
 
+def train_val_rows(run: Path) -> list[dict]:
+    """The train and validation rows of a run's metrics.jsonl (not the packing statistics)."""
+    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+            if r["split"] in ("train", "val")]
+
+
 def tiny_flags(tmp_path: Path, corpus: Path, steps: int = 30, **extra) -> list[str]:
     flags = {"--data.files": str(corpus), "--tokenizer.vocab_size": "400", "--model.d_model": "32",
              "--model.n_layers": "1", "--model.n_heads": "2", "--model.d_ff": "64", "--model.max_seq_len": "64",
