@@ -20,9 +20,10 @@ The encoder is as wide as the longest input that block length can give and the d
 target, so rows are right-padded (an attention_mask; targets -100): an R example fills the encoder, X examples use
 about two thirds of it, an S example leaves the block's last ~10% unread.
 
-The loss logs, beside the overall loss, `r_loss`, `x_loss`, `s_loss` (and `_accuracy`, `_n_predicted`): the mean
-over the target tokens of that paradigm's examples, weighted by their count across micro-batches, processes and
-validation batches (objectives.base.metric_weight).
+The loss logs, beside the overall loss, each paradigm's `r_loss`, `x_loss`, `s_loss` and each denoiser's
+(`r3_15_loss` ... `x64_50_loss`; S is `s_loss`), with `_accuracy` and `_n_predicted`: the mean over the target
+tokens of those examples, weighted by their count across micro-batches, processes and validation batches
+(objectives.base.metric_weight).
 """
 from dataclasses import dataclass
 
@@ -37,6 +38,8 @@ from .span import SpanCorruption, corrupt, corrupted_lengths, span_counts
 PARADIGMS = {"r": "[NLU]", "x": "[NLG]", "s": "[S2S]"}  # the paradigm (mode) token of each kind of denoiser
 SPAN_DENOISERS = (("r", 3.0, 0.15), ("r", 8.0, 0.15),
                   ("x", 3.0, 0.5), ("x", 8.0, 0.5), ("x", 64.0, 0.15), ("x", 64.0, 0.5))  # (paradigm, mu, r)
+# metric names of the seven, in the order of `rates`: r3_15_loss is R with mean span 3 at 15% (s: the S-denoiser)
+DENOISER_NAMES = tuple(f"{kind}{mu:g}_{round(rate * 100)}" for kind, mu, rate in SPAN_DENOISERS) + ("s",)
 
 
 @dataclass
@@ -120,7 +123,7 @@ class MixtureOfDenoisers(Objective):
         n_real = self.real_tokens(ids).sum(dim=1)
         choice = torch.multinomial(self.rates, batch, replacement=True, generator=generator)
         paradigm = torch.tensor([list(PARADIGMS).index(d[0]) for d in SPAN_DENOISERS] + [2])[choice]
-        order = torch.argsort(paradigm, stable=True)  # rows grouped by paradigm: the loss slices them
+        order = torch.argsort(choice, stable=True)  # rows grouped by denoiser (so by paradigm): the loss slices them
         ids, n_real, choice, paradigm = ids[order], n_real[order], choice[order], paradigm[order]
         inputs = torch.full((batch, enc_width), self.pad_id)
         mask = torch.zeros((batch, enc_width), dtype=torch.long)
@@ -136,7 +139,8 @@ class MixtureOfDenoisers(Objective):
         rows = (choice == len(SPAN_DENOISERS)).nonzero().squeeze(1)
         if len(rows):
             self._prefix_rows(ids[rows, :enc_width], rows, generator, inputs, mask, labels, previous)
-        out = {"input_ids": inputs, "decoder_input_ids": previous, "labels": labels, "paradigm": paradigm}
+        out = {"input_ids": inputs, "decoder_input_ids": previous, "labels": labels, "paradigm": paradigm,
+               "denoiser": choice}
         return with_padding(out, "attention_mask", mask.bool())
 
     def _corrupt_rows(self, ids, n_real, rows, mu, rate, generator):
@@ -173,23 +177,26 @@ class MixtureOfDenoisers(Objective):
     def loss(self, model, batch):
         hidden = model(**model_inputs(batch, "input_ids", "attention_mask", "decoder_input_ids"))
         labels = batch["labels"]
-        counts = torch.bincount(batch["paradigm"], minlength=len(PARADIGMS)).tolist()  # one sync per batch
-        metrics, total, correct, start = {}, 0.0, 0.0, 0
-        n_all = (labels != -100).sum()
-        for kind, rows in zip(PARADIGMS, counts):
+        counts = torch.bincount(batch["denoiser"], minlength=len(DENOISER_NAMES)).tolist()  # one sync per batch
+        kinds = [kind for kind, _, _ in SPAN_DENOISERS] + ["s"]
+        sums = {kind: [0.0, 0, 0] for kind in PARADIGMS}  # paradigm -> [loss x n, correct, n]
+        metrics, start = {}, 0
+        for name, kind, rows in zip(DENOISER_NAMES, kinds, counts):
             part = labels[start:start + rows]
             n = (part != -100).sum()
             if rows:
                 loss, right = model.lm_loss(hidden[start:start + rows], part)
             else:
                 loss, right = hidden.new_zeros(()), n
-            total, correct, start = total + loss * n, correct + right, start + rows
-            metrics.update({f"{kind}_loss": loss.detach().float(),
-                            f"{kind}_accuracy": (right.float() / n.clamp(min=1)).detach(),
-                            f"{kind}_n_predicted": n.detach().float()})
+            start += rows
+            metrics.update(part_metrics(name, loss, right, n))
+            group = sums[kind]
+            group[0], group[1], group[2] = group[0] + loss * n, group[1] + right, group[2] + n
+        for kind, (loss_sum, right, n) in sums.items():
+            metrics.update(part_metrics(kind, loss_sum / n.clamp(min=1), right, n))
+        total, correct, n_all = (sum(g[i] for g in sums.values()) for i in range(3))
         loss = total / n_all.clamp(min=1)
-        metrics.update({"loss": loss.detach().float(), "accuracy": (correct.float() / n_all.clamp(min=1)).detach(),
-                        "n_predicted": n_all.detach().float()})
+        metrics.update(part_metrics("", loss, correct, n_all))
         return loss, metrics
 
     # ---- the cloze yardstick ---------------------------------------------------------------------------------
@@ -198,3 +205,10 @@ class MixtureOfDenoisers(Objective):
         reads [start, <extra_id_0>] and predicts the first target token."""
         rows = self.span.cloze_rows(windows, positions, variant)
         return self.span.sentinel_cloze([[self.paradigm_ids["r"]] + r for r in rows])
+
+
+def part_metrics(name: str, loss, right, n) -> dict:
+    """name_loss / name_accuracy / name_n_predicted of a part of the examples (the whole batch: name "")."""
+    prefix = f"{name}_" if name else ""
+    return {f"{prefix}loss": loss.detach().float(), f"{prefix}accuracy": (right.float() / n.clamp(min=1)).detach(),
+            f"{prefix}n_predicted": n.detach().float()}

@@ -17,7 +17,7 @@ from models.errors import UserError
 from objectives import build_objective
 from objectives.base import predict
 from objectives.span import span_counts
-from objectives.ul2 import PARADIGMS, SPAN_DENOISERS
+from objectives.ul2 import DENOISER_NAMES, PARADIGMS, SPAN_DENOISERS
 from pretrain.data.order import generator as seeded
 from pretrain.train.evaluation import validation_metrics
 
@@ -202,6 +202,14 @@ def test_per_paradigm_losses_are_means_over_their_own_targets(tok):
         part, part_metrics = predict(model, hidden[rows], batch["labels"][rows])
         assert abs(metrics[f"{kind}_loss"].item() - part.item()) < 1e-5
         assert metrics[f"{kind}_n_predicted"] == part_metrics["n_predicted"]
+    for k, name in enumerate(DENOISER_NAMES):  # and each of the seven denoisers over its own
+        rows = batch["denoiser"] == k
+        if rows.any():
+            part, part_metrics = predict(model, hidden[rows], batch["labels"][rows])
+            assert abs(metrics[f"{name}_loss"].item() - part.item()) < 1e-5, name
+            assert metrics[f"{name}_n_predicted"] == part_metrics["n_predicted"]
+        else:
+            assert metrics[f"{name}_n_predicted"] == 0
     first = tok.convert_ids_to_tokens(batch["input_ids"][:, 0].tolist())
     assert [PARADIGMS[kind] for kind in (list(PARADIGMS)[p] for p in batch["paradigm"].tolist())] == first
 
@@ -268,6 +276,8 @@ def test_a_ul2_run_trains_logs_per_paradigm_losses_and_exports_as_t5_with_parity
     val = [r for r in rows if r["split"] == "val"]
     assert train and val and all({"loss", "x_loss", "x_n_predicted"} <= set(r) for r in train + val)
     assert any("s_loss" in r for r in val) and any("r_loss" in r for r in val)
+    assert all({f"{name}_n_predicted" for name in DENOISER_NAMES} <= set(r) for r in train + val)
+    assert any(f"{name}_loss" in r for r in val for name in DENOISER_NAMES if name != "s")
     assert train[-1]["loss"] < train[0]["loss"]
     out = tmp_path / "hf"
     with contextlib.redirect_stdout(io.StringIO()):
