@@ -46,34 +46,44 @@ def unsupported(cfg: ModelConfig) -> list[str]:
     return plain_heads(cfg)
 
 
-def to_hf_config(cfg: ModelConfig):
-    from transformers import BertConfig
-
-    return BertConfig(
+def hf_fields(cfg: ModelConfig) -> dict:
+    """The transformers config fields of a BERT-layout encoder (BertConfig, ElectraConfig share them)."""
+    return dict(
         vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers,
         num_attention_heads=cfg.n_heads, intermediate_size=cfg.d_ff, hidden_act=ACT_TO_HF[cfg.activation],
         hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=attention_dropout(cfg),
         max_position_embeddings=cfg.max_seq_len, type_vocab_size=cfg.type_vocab_size,
         initializer_range=cfg.init_std, layer_norm_eps=cfg.norm_eps, pad_token_id=cfg.pad_token_id,
-        bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id, tie_word_embeddings=cfg.tie_embeddings)
+        bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id)
 
 
-def from_hf_config(hf) -> ModelConfig:
+def fields_from_hf(hf, title: str) -> dict:
+    """ModelConfig fields of a BERT-layout transformers config (BERT, ELECTRA); absolute positions only."""
     if getattr(hf, "position_embedding_type", "absolute") != "absolute":
-        raise ValueError(f"BERT position_embedding_type {hf.position_embedding_type!r} is not supported; "
+        raise ValueError(f"{title} position_embedding_type {hf.position_embedding_type!r} is not supported; "
                          f"only 'absolute'")
-    if getattr(hf, "is_decoder", False):
-        raise ValueError("a BERT configured as a decoder (is_decoder=True) is not supported; use gpt2 or llama")
-    return ModelConfig.preset(
-        "bert", vocab_size=hf.vocab_size, d_model=hf.hidden_size, n_layers=hf.num_hidden_layers,
+    return dict(
+        vocab_size=hf.vocab_size, d_model=hf.hidden_size, n_layers=hf.num_hidden_layers,
         n_heads=hf.num_attention_heads, d_ff=hf.intermediate_size,
-        activation=activation_from_hf(hf.hidden_act, "BERT"),
+        activation=activation_from_hf(hf.hidden_act, title),
         **dropouts(hf.hidden_dropout_prob, hf.attention_probs_dropout_prob),
         max_seq_len=hf.max_position_embeddings, type_vocab_size=hf.type_vocab_size,
         init_std=hf.initializer_range, norm_eps=hf.layer_norm_eps,
         pad_token_id=hf.pad_token_id if hf.pad_token_id is not None else 0,
-        bos_token_id=hf.bos_token_id, eos_token_id=hf.eos_token_id,
-        tie_embeddings=bool(getattr(hf, "tie_word_embeddings", True)))
+        bos_token_id=hf.bos_token_id, eos_token_id=hf.eos_token_id)
+
+
+def to_hf_config(cfg: ModelConfig):
+    from transformers import BertConfig
+
+    return BertConfig(**hf_fields(cfg), tie_word_embeddings=cfg.tie_embeddings)
+
+
+def from_hf_config(hf) -> ModelConfig:
+    if getattr(hf, "is_decoder", False):
+        raise ValueError("a BERT configured as a decoder (is_decoder=True) is not supported; use gpt2 or llama")
+    return ModelConfig.preset("bert", **fields_from_hf(hf, "BERT"),
+                              tie_embeddings=bool(getattr(hf, "tie_word_embeddings", True)))
 
 
 register_family(Family(

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..family import Family, register_family
-from .bert import PRESET as BERT, init
-from .mapping import (ACT_TO_HF, Fuse, activation_from_hf, any_value, attention_dropout, dropouts, entry, linear, norm,
-                      one_of, plain_heads, qkv_sizes)
+from .bert import PRESET as BERT, fields_from_hf, hf_fields, init
+from .mapping import ACT_TO_HF, Fuse, any_value, entry, linear, norm, one_of, plain_heads, qkv_sizes
 
 PRESET = dict(BERT, head_norm=False, head_outputs=1, tie_embeddings=False, init="electra")
 
@@ -57,13 +56,7 @@ def hf_config(cfg: ModelConfig, **sizes):
     """An ElectraConfig of cfg's settings; `sizes` override the widths (the generator's)."""
     from transformers import ElectraConfig
 
-    values = dict(
-        vocab_size=cfg.vocab_size, embedding_size=cfg.d_model, hidden_size=cfg.d_model,
-        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, intermediate_size=cfg.d_ff,
-        hidden_act=ACT_TO_HF[cfg.activation], hidden_dropout_prob=cfg.dropout,
-        attention_probs_dropout_prob=attention_dropout(cfg), max_position_embeddings=cfg.max_seq_len,
-        type_vocab_size=cfg.type_vocab_size, initializer_range=cfg.init_std, layer_norm_eps=cfg.norm_eps,
-        pad_token_id=cfg.pad_token_id, bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id)
+    values = dict(hf_fields(cfg), embedding_size=cfg.d_model)
     return ElectraConfig(**{**values, **sizes})
 
 
@@ -74,18 +67,7 @@ def from_hf_config(hf) -> ModelConfig:
     if hf.embedding_size != hf.hidden_size:
         raise ValueError(f"ELECTRA with embedding_size {hf.embedding_size} != hidden_size {hf.hidden_size} (an "
                          f"embeddings_project) is not supported for the discriminator; only equal sizes")
-    if getattr(hf, "position_embedding_type", "absolute") != "absolute":
-        raise ValueError(f"ELECTRA position_embedding_type {hf.position_embedding_type!r} is not supported; "
-                         f"only 'absolute'")
-    return ModelConfig.preset(
-        "electra", vocab_size=hf.vocab_size, d_model=hf.hidden_size, n_layers=hf.num_hidden_layers,
-        n_heads=hf.num_attention_heads, d_ff=hf.intermediate_size,
-        activation=activation_from_hf(hf.hidden_act, "ELECTRA"),
-        **dropouts(hf.hidden_dropout_prob, hf.attention_probs_dropout_prob),
-        max_seq_len=hf.max_position_embeddings, type_vocab_size=hf.type_vocab_size,
-        init_std=hf.initializer_range, norm_eps=hf.layer_norm_eps,
-        pad_token_id=hf.pad_token_id if hf.pad_token_id is not None else 0,
-        bos_token_id=hf.bos_token_id, eos_token_id=hf.eos_token_id)
+    return ModelConfig.preset("electra", **fields_from_hf(hf, "ELECTRA"))
 
 
 register_family(Family(
