@@ -99,6 +99,7 @@ class Objective:
     cloze_overhead: int = 0  # tokens its cloze input adds around a window of text
     cloze_note: str = ""  # how the cloze question relates to what it trains on, for the report (markdown)
     metric_names: tuple = ()  # metrics its loss returns beyond loss / accuracy / n_predicted, also validated
+    metric_counts: dict = {}  # metric -> the count in its metrics it is a mean over, beyond metric_weight's names
     Options = NoOptions  # a dataclass of its options with a check() refusing bad values in one line
     document_aware: bool = False  # it takes documents=True: segment ids in its batches, nothing crosses a boundary
 
@@ -391,13 +392,17 @@ def predict(model, hidden: torch.Tensor, labels: torch.Tensor):
     return loss, metrics
 
 
-def metric_weight(key: str, metrics) -> str | None:
-    """The count a metric of `metrics` is a mean over, when it is one: "accuracy" over "n_predicted", and "P_loss" /
-    "P_accuracy" over "P_n_predicted" where the objective reports that count (a part of its examples, e.g. UL2's
-    r_loss). Such a metric is averaged over micro-batches, processes and validation batches weighted by its count
-    and left out where the count is zero; the counts are summed. An objective returns the same keys from every
-    call, so processes reduce the same metrics."""
-    if key == "accuracy":
+def metric_weight(key: str, metrics, declared: dict | None = None) -> str | None:
+    """The count a metric of `metrics` is a mean over, when it is one: what the objective declares
+    (`declared`: its metric_counts, e.g. ELECTRA's disc_auc over disc_pairs), else "loss" and "accuracy" over
+    "n_predicted", and "P_loss" / "P_accuracy" over "P_n_predicted" where the objective reports that count (a part
+    of its examples, e.g. UL2's r_loss). Such a metric is averaged over micro-batches, processes and validation
+    batches weighted by its count and left out where the count is zero; the counts are summed
+    (pretrain/train/aggregate.py). An objective returns the same keys from every call, so processes reduce the same
+    metrics."""
+    if declared and key in declared:
+        candidate = declared[key]
+    elif key in ("loss", "accuracy"):
         candidate = "n_predicted"
     elif key.endswith(("_loss", "_accuracy")):
         candidate = key.rsplit("_", 1)[0] + "_n_predicted"

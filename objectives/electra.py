@@ -14,9 +14,12 @@ electra: BERT's encoder with a one-logit head), classifies every token as origin
 - loss = generator MLM cross-entropy (mean over the selected) + disc_weight (50) x the discriminator's binary
   cross-entropy (mean over every real token, special tokens included, as the original's input mask).
 
-Metrics: accuracy / n_predicted are the discriminator's over every real token; besides them gen_loss,
-gen_accuracy (argmax on the selected), disc_loss, disc_auc (0.5 when a batch has only one class),
-replaced_fraction (discriminator positives per real token) and masked_fraction.
+Metrics: accuracy / n_predicted are the discriminator's over every real token; besides them gen_loss and
+gen_accuracy (argmax) over the gen_n_predicted selected tokens, disc_loss, replaced_fraction (discriminator
+positives per real token) and masked_fraction over the real tokens, and disc_auc over the disc_pairs (replaced,
+original) pairs of the batch (0.5 when a batch has only one class: then it holds no pair and weighs nothing). Each
+is averaged over batches weighted by its count (metric_counts; pretrain/train/aggregate.py), so a step's or a
+validation's disc_auc is the share of all the pairs its batches hold that the discriminator ranks right.
 """
 from dataclasses import dataclass
 
@@ -74,6 +77,8 @@ class ReplacedTokenDetection(MaskedLM):
                   "1/4 of the width by default) answers it, so the cloze scores the generator, not the model being "
                   "pretrained; judge the discriminator by the downstream task")
     metric_names = ("gen_loss", "gen_accuracy", "disc_loss", "disc_auc", "replaced_fraction", "masked_fraction")
+    metric_counts = {"disc_loss": "n_predicted", "replaced_fraction": "n_predicted", "masked_fraction": "n_predicted",
+                     "disc_auc": "disc_pairs"}  # gen_loss / gen_accuracy: over gen_n_predicted, by their names
     Options = ElectraOptions
 
     def __init__(self, tokenizer, model_cfg, options=None, documents=False):
@@ -92,10 +97,12 @@ class ReplacedTokenDetection(MaskedLM):
         scores, truth, targets = step.disc_logits[step.real], step.replaced[step.real], step.targets
         metrics = {"loss": loss.detach(), "accuracy": ((scores > 0) == truth).float().mean().detach(),
                    "n_predicted": step.real.sum().float().detach(), "gen_loss": step.gen_loss.detach(),
+                   "gen_n_predicted": step.selected.sum().float().detach(),
                    "disc_loss": step.disc_loss.detach(),
                    "gen_accuracy": (step.gen_logits.argmax(-1) == targets).float().sum().detach()
                    / max(len(targets), 1),
-                   "disc_auc": auc(scores.detach(), truth), "replaced_fraction": truth.float().mean().detach(),
+                   "disc_auc": auc(scores.detach(), truth), "disc_pairs": pairs(truth),
+                   "replaced_fraction": truth.float().mean().detach(),
                    "masked_fraction": step.selected[step.real].float().mean().detach()}
         return loss, metrics
 
@@ -143,6 +150,12 @@ def sample(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     cdf = logits.softmax(-1).cumsum(-1)
     picked = torch.searchsorted(cdf, (uniform * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
     return picked.clamp(max=logits.shape[-1] - 1)
+
+
+def pairs(truth: torch.Tensor) -> torch.Tensor:
+    """The number of (positive, negative) pairs the AUC of `truth` ranks: what it is a mean over."""
+    n_pos = truth.sum().double()
+    return (n_pos * (truth.numel() - n_pos)).float()
 
 
 def auc(scores: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:

@@ -237,24 +237,18 @@ def test_validation_averages_each_paradigm_over_its_tokens(tok):
 
 
 def test_the_trainer_weights_a_parts_loss_by_its_count():
-    from types import SimpleNamespace
+    from pretrain.train.aggregate import MetricSums
 
-    from pretrain.train.trainer import Trainer
-
-    stub = SimpleNamespace(world=1, acc=SimpleNamespace(device="cpu"), _t0=0.0, _elapsed0=0.0)
     t = torch.tensor
     micro = [{"loss": t(2.0), "accuracy": t(0.5), "n_predicted": t(10.0), "s_loss": t(1.0),
               "s_n_predicted": t(1.0), "r_loss": t(0.0), "r_n_predicted": t(0.0)},
              {"loss": t(4.0), "accuracy": t(0.25), "n_predicted": t(30.0), "s_loss": t(3.0),
               "s_n_predicted": t(3.0), "r_loss": t(0.0), "r_n_predicted": t(0.0)}]
-    sums = {}
+    sums = MetricSums()
     for metrics in micro:  # as train_step accumulates
-        for k, v in metrics.items():
-            from objectives.base import metric_weight
-            weight = metric_weight(k, metrics)
-            sums[k] = sums.get(k, 0.0) + (v * metrics[weight] if weight else v)
-    out = Trainer._reduce(stub, sums, 2)
-    assert out["loss"] == 3.0 and out["n_predicted"] == 40 and out["s_n_predicted"] == 4
+        sums.add(metrics)
+    out = sums.read()
+    assert out["loss"] == 3.5 and out["n_predicted"] == 40 and out["s_n_predicted"] == 4  # (2*10 + 4*30) / 40
     assert abs(out["accuracy"] - (5 + 7.5) / 40) < 1e-7
     assert abs(out["s_loss"] - 10 / 4) < 1e-7  # (1 * 1 + 3 * 3) / 4, not the mean of 1 and 3
     assert "r_loss" not in out and out["r_n_predicted"] == 0

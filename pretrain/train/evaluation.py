@@ -1,7 +1,7 @@
-"""Validation metrics of a model on held-out blocks: loss, accuracy and the objective's own metric_names (all
-weighted by the number of predicted tokens), any loss and accuracy an objective reports for a part of its examples
-(weighted by that part's count), and perplexity where the objective says it means something. Sharded over
-processes."""
+"""Validation metrics of a model on held-out blocks: every metric the objective's loss reports, added up over
+batches and processes as training adds them up (pretrain/train/aggregate.py: losses and accuracies weighted by the
+targets they are a mean over, counts summed), and perplexity where the objective says it means something.
+Sharded over processes."""
 from __future__ import annotations
 
 import math
@@ -10,9 +10,10 @@ from contextlib import nullcontext
 import torch
 from accelerate.utils import DistributedType
 
-from objectives.base import is_count, metric_weight, perplexity
+from objectives.base import perplexity
 
 from ..data.order import generator, get_blocks
+from .aggregate import MetricSums
 from .model_handle import ModelHandle
 
 
@@ -50,48 +51,29 @@ def validation_metrics(module, objective, val_blocks, batch_size: int, seed: int
     n_batches = math.ceil(n_val / batch_size)
     if max_batches:
         n_batches = min(n_batches, max_batches)
-    names = tuple(objective.metric_names)  # the objective's own metrics, averaged like accuracy
-    sums = torch.zeros(3 + len(names), dtype=torch.float64)
-    parts: dict = {}  # "P_loss" -> its sum weighted by "P_n_predicted", and each count summed (metric_weight)
-    # a sharded model's forward is a collective: then every process runs as many batches, the surplus discarded
+    sums = MetricSums(objective.metric_counts)
+    # a sharded model's forward is a collective: then every process runs as many batches, the surplus discarded;
+    # a process without a batch of its own runs one too, so that it reduces the same metrics as the others
     sharded = accelerator is not None and accelerator.distributed_type in (DistributedType.FSDP,
                                                                            DistributedType.DEEPSPEED)
-    for i in range(rank, math.ceil(n_batches / world) * world if sharded else n_batches, world):
+    end = math.ceil(n_batches / world) * world if sharded else max(n_batches, rank + 1)
+    for i in range(rank, end, world):
         j = min(i, n_batches - 1)
         idx = torch.arange(j * batch_size, min(n_val, (j + 1) * batch_size))
         batch = objective.collate(get_blocks(val_blocks, idx), generator(seed, "eval", j))
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         with accelerator.autocast() if accelerator else autocast(device, precision):
-            loss, metrics = objective.loss(handle, batch)
-        if i >= n_batches:
-            continue
-        n = float(metrics["n_predicted"])
-        sums += torch.tensor([float(loss) * n, float(metrics["accuracy"]) * n, n]
-                             + [float(metrics[k]) * n for k in names], dtype=torch.float64)
-        for k, v in metrics.items():
-            weight = metric_weight(k, metrics)
-            if k != "accuracy" and (weight is not None or is_count(k) and k != "n_predicted"):
-                parts[k] = parts.get(k, 0.0) + float(v) * (float(metrics[weight]) if weight else 1.0)
-    keys = sorted(parts)
+            _, metrics = objective.loss(handle, batch)
+        sums.add(metrics, scale=1.0 if i < n_batches else 0.0)
+    vector = sums.vector(device)
     if world > 1:
-        sums = accelerator.reduce(sums.to(device), reduction="sum").cpu()
-        if keys:
-            reduced = accelerator.reduce(torch.tensor([parts[k] for k in keys], dtype=torch.float64, device=device),
-                                         reduction="sum").cpu().tolist()
-            parts = dict(zip(keys, reduced))
+        vector = accelerator.reduce(vector, reduction="sum")
     for m, mode in zip(modules, was_training):
         m.train(mode)
-    loss_sum, acc_sum, n, *extras = sums.tolist()
-    if n == 0:
+    metrics = sums.read(vector)
+    if not metrics.get("n_predicted"):
         return {}
-    metrics = with_perplexity({"loss": loss_sum / n, "accuracy": acc_sum / n, "n_predicted": int(n)}, objective)
-    metrics.update({k: v / n for k, v in zip(names, extras)})
-    for k in keys:
-        weight = metric_weight(k, parts)
-        if weight is None:
-            metrics[k] = int(parts[k])
-        elif parts[weight]:
-            metrics[k] = parts[k] / parts[weight]
+    metrics = with_perplexity(metrics, objective)
     for name, variant in objective.validation_variants().items():  # e.g. FIM's left-to-right loss
         other = validation_metrics(module, variant, val_blocks, batch_size, seed, max_batches, accelerator, own,
                                    precision)

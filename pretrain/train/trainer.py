@@ -23,10 +23,9 @@ from accelerate.utils import DistributedType
 from torch.utils.checkpoint import checkpoint
 
 from models import Transformer
-from objectives.base import is_count, metric_weight
-
 from ..data.order import DataOrder, StreamOrder, generator, mix_seed
 from ..errors import Stopped, UserError
+from .aggregate import MetricSums
 from .budget import Budget, stack_flops
 from .checkpoint import CheckpointManager, fault_point
 from .evaluation import validation_metrics, with_perplexity
@@ -181,7 +180,7 @@ class Trainer:
         for m in prepared:
             m.train()
         handle = ModelHandle(self.model, self.module, self.own)
-        sums, flops, nonfinite = {}, 0.0, False
+        sums, flops, nonfinite = MetricSums(self.objective.metric_counts), 0.0, False
         grad_norm = torch.tensor(float("nan"))
         for micro in range(r.grad_accum):
             blocks = self.order.micro_batch(window, micro, self.rank)
@@ -190,15 +189,11 @@ class Trainer:
             with self.acc.accumulate(*prepared), self.acc.autocast():
                 loss, metrics = self.objective.loss(handle, batch)
                 self.acc.backward(loss)
-                for k, v in metrics.items():  # a mean over a count (accuracy over n_predicted): summed weighted
-                    weight = metric_weight(k, metrics)
-                    v = v.detach().float()
-                    sums[k] = sums.get(k, 0.0) + (v * metrics[weight].float() if weight else v)
+                sums.add(metrics)
                 flops += self._flops(batch)
                 if self.acc.sync_gradients:
-                    sums["_stop"] = torch.tensor(float(self.stops.requested))  # reduced with the metrics
-                    row = self._reduce(sums, r.grad_accum)
-                    nonfinite = not math.isfinite(row["loss"])
+                    row = self._reduce(sums)
+                    nonfinite = not math.isfinite(row.get("loss", 0.0))  # absent: no targets
                     if not nonfinite:
                         clip = self.optim_cfg.grad_clip
                         norm = self.acc.clip_grad_norm_(self.params, clip if clip > 0 else float("inf"))
@@ -223,28 +218,19 @@ class Trainer:
         self.tokens += self.tokens_per_step
         return row
 
-    def _reduce(self, sums: dict, n_micro: int) -> dict:
-        """Mean over micro-batches and ranks; means over a count (accuracy, a part's loss) weighted by it, counts
-        summed (objectives.base.metric_weight)."""
-        keys = sorted(sums)
-        summed = [k == "_stop" or is_count(k) or metric_weight(k, sums) is not None for k in keys]
-        values = [sums[k] if add else sums[k] / n_micro for k, add in zip(keys, summed)]
-        values.append(torch.tensor(time.perf_counter() - self._t0 + self._elapsed0))
-        vec = torch.stack([torch.as_tensor(v, device=self.acc.device).float().reshape(()) for v in values])
+    def _reduce(self, sums: MetricSums) -> dict:
+        """The step's metrics over its micro-batches and every process (one all-reduce, pretrain/train/aggregate.py),
+        with "_stop" (a stop request on any process) and the elapsed time (the processes' mean) riding along."""
+        vec = sums.vector(self.acc.device)
+        extra = torch.tensor([float(self.stops.requested),
+                              (time.perf_counter() - self._t0 + self._elapsed0) / self.world],
+                             dtype=vec.dtype, device=vec.device)
+        vec = torch.cat([vec, extra])
         if self.world > 1:
-            vec = self.acc.reduce(vec, reduction="mean")
-        out = dict(zip(keys, vec[:-1].tolist()))
+            vec = self.acc.reduce(vec, reduction="sum")
+        out = sums.read(vec[:-2])
+        out["_stop"] = float(vec[-2])
         self.elapsed = float(vec[-1])
-        for k in keys:
-            weight = metric_weight(k, out)
-            if weight is not None:
-                if out[weight]:
-                    out[k] = out[k] / out[weight]
-                else:
-                    del out[k]
-        for k in keys:
-            if is_count(k):
-                out[k] = round(out[k] * self.world)
         return out
 
     def _all_ranks_ok(self, ok: bool) -> bool:
