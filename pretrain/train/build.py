@@ -40,6 +40,7 @@ from .engines import check_deepspeed, fsdp_on_cpu
 from .hardware import resolve_precision
 from .init_from import InitSource, check_vocabulary, init_source, load_source, plan_for
 from .run_dir import RunDir
+from .run_lock import RunLock
 
 
 # ---- the run's parts, from a config and a tokenizer -----------------------------------------------------------
@@ -180,6 +181,7 @@ class Run:
     packing: dict  # packing_stats() of the training blocks (of validation's when streaming)
     init: InitSource | None = None  # model.init_from, for a run that starts at step 0
     plan: Transfer | None = None  # which of its tensors go where
+    lock: RunLock | None = None  # the main process's hold on the run directory (release() when the run ends)
 
 
 def resume_point(cfg: TrainConfig, run_dir: RunDir, say=print) -> Path | None:
@@ -206,21 +208,34 @@ def check_writable(path: Path):
 
 
 def build_run(cfg: TrainConfig, accelerator) -> Run:
-    """The main process reads the corpus (once), makes the tokenizer, the spec and the blocks, and only then writes
-    the run directory; the other processes then read its tokenizer and the blocks' cache."""
+    """The main process locks the run directory (a second writer is refused before anything is read or written),
+    reads the corpus (once), makes the tokenizer, the spec and the blocks, and only then writes the run directory;
+    the other processes then read its tokenizer and the blocks' cache. The caller releases run.lock."""
     run_dir = RunDir(cfg.run.output_dir)
-    resume_from = resume_point(cfg, run_dir, say=print if accelerator.is_main_process else lambda line: None)
-    replacing = cfg.run.resume != "auto" and cfg.run.overwrite  # a fresh start: nothing of an earlier run is reused
-    accelerator.wait_for_everyone()  # every process has looked at the directory before the main one writes to it
 
-    def prepare_main():
+    def lock():
         check_writable(run_dir.path)
-        run = _prepare(cfg, run_dir, resume_from, accelerator, reuse_tokenizer=not replacing)
-        _write(run, replacing)
-        return run
+        return RunLock(run_dir.path).acquire()
 
-    return on_main_first(accelerator, prepare_main,
-                         lambda: _prepare(cfg, run_dir, resume_from, accelerator, reuse_tokenizer=True))
+    held = on_main_first(accelerator, lock, lambda: None)
+    try:
+        resume_from = resume_point(cfg, run_dir, say=print if accelerator.is_main_process else lambda line: None)
+        replacing = cfg.run.resume != "auto" and cfg.run.overwrite  # a fresh start: nothing earlier is reused
+        accelerator.wait_for_everyone()  # every process has looked at the directory before the main one writes
+
+        def prepare_main():
+            run = _prepare(cfg, run_dir, resume_from, accelerator, reuse_tokenizer=not replacing)
+            _write(run, replacing)
+            return run
+
+        run = on_main_first(accelerator, prepare_main,
+                            lambda: _prepare(cfg, run_dir, resume_from, accelerator, reuse_tokenizer=True))
+    except BaseException:
+        if held is not None:
+            held.release(discard=True)  # a refused run leaves no directory it made
+        raise
+    run.lock = held
+    return run
 
 
 def on_main_first(accelerator, main, others):

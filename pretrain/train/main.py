@@ -33,6 +33,15 @@ def run_training(cfg: TrainConfig) -> dict:
     if acc.is_main_process:
         print(f"run directory: {run_path}\n--- config ---\n{to_yaml(cfg)}--------------", flush=True)
     run = build_run(cfg, acc)
+    try:  # the run directory is this run's until it returns or dies (pretrain/train/run_lock.py)
+        return _train(cfg, acc, run, log_with, init_kwargs)
+    finally:
+        if run.lock is not None:
+            run.lock.release()
+
+
+def _train(cfg: TrainConfig, acc, run, log_with, init_kwargs) -> dict:
+    run_path = run.run_dir.path
     spec = run.spec
     model = build_model(cfg, spec.model_cfg, run.init, run.plan)
     if acc.is_main_process:

@@ -9,6 +9,7 @@
                                     config.yaml + metrics.json
     RUN/init/                       (from `pretrain export --from-hub`) the imported weights the run starts from
     RUN/finetune/<task>/results.json  (from `pretrain finetune`) downstream scores of the final model
+    RUN/.lock                       held (flock) by the process writing the run while it lives (run_lock.py)
 
 Weights load from safetensors only; tokenizers load without remote code.
 """
@@ -46,6 +47,7 @@ class RunDir:
     CONFIG, MODEL_CONFIG, TOKENIZER, METRICS = CONFIG, MODEL_CONFIG, "tokenizer", "metrics.jsonl"
     CHECKPOINTS, FINAL, INIT, TENSORBOARD, WANDB = "checkpoints", "final", "init", "tensorboard", "wandb"
     FINETUNE, FINETUNE_RESULTS = "finetune", "results.json"
+    LOCK = ".lock"  # not an entry: --overwrite keeps it (run_lock.py)
     # what a run directory may hold; --overwrite deletes these (and leftovers of killed writes)
     ENTRIES = (CONFIG, MODEL_CONFIG, METRICS, CHECKPOINTS, FINAL, TOKENIZER, WANDB, TENSORBOARD, FINETUNE)
 
