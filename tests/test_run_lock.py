@@ -73,3 +73,16 @@ def test_the_lock_is_one_per_directory_and_a_refused_start_leaves_nothing(tmp_pa
     refused = RunLock(tmp_path / "b").acquire()
     refused.release(discard=True)  # nothing but the lock was written: the directory goes too
     assert not (tmp_path / "b").exists()
+
+
+def test_a_filesystem_that_cannot_lock_runs_unlocked_with_a_warning(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from pretrain.train import run_lock
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(run_lock.fcntl, "flock", no_locks)
+    RunLock(tmp_path / "nfs").acquire().release()
+    assert "cannot lock files" in capsys.readouterr().err

@@ -9,6 +9,7 @@ would let two processes hold two different files); it records who holds it, for 
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shlex
@@ -26,6 +27,7 @@ except ImportError:  # Windows: no flock; runs are not locked there
     fcntl = None
 
 LOCK_FILE = RunDir.LOCK
+UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}  # a filesystem without flock
 
 
 class RunLock:
@@ -56,6 +58,13 @@ class RunLock:
                     raise UserError(f"run directory {self.dir} is in use by a live run ({holder}); wait for it to "
                                     f"finish, or stop it (Ctrl-C there or `kill {pid}` saves a checkpoint) and "
                                     f"continue it with --resume, or choose another --run.output_dir") from None
+                except OSError as e:
+                    if e.errno not in UNSUPPORTED:
+                        raise
+                    handle.close()
+                    print(f"warning: the filesystem of {self.dir} cannot lock files ({e.strerror}); this run does "
+                          f"not keep other commands from writing into its directory", file=sys.stderr, flush=True)
+                    return self
                 if _same_file(handle, self.path):  # not a file another process removed meanwhile
                     break
                 handle.close()
