@@ -34,6 +34,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from ..errors import UserError
+from .canonical_vocab import continuations, rescored_unigram, without_added_tokens
 from .mapped_pages import corpus_files, releasing
 
 N_SENTINELS = 100
@@ -180,13 +181,19 @@ def reserved_tokens(kind: str, roles) -> list[str]:
     return tokens + list(dict.fromkeys(extra))
 
 
-def _train_backend(kind: str, vocab_size: int, special: list[str], batches, length, progress: bool):
+def _train_backend(kind: str, vocab_size: int, special: list[str], passes, length, progress: bool):
+    """The trained `tokenizers.Tokenizer`; passes() gives a fresh iterator of text batches (one pass over the
+    training texts). WordPiece and Unigram take an extra pass each to be deterministic (see canonical_vocab)."""
+    batches = passes()
     if kind == "wordpiece":
         tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
         tok.normalizer = normalizers.BertNormalizer(lowercase=False)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece(prefix="##")
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=progress)
+        reserved = [c for c in continuations(batches) if c not in special]
+        batches = passes()
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special + reserved,
+                                            show_progress=progress)
     elif kind == "bpe":
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -212,6 +219,10 @@ def _train_backend(kind: str, vocab_size: int, special: list[str], batches, leng
         tok.add_special_tokens(special)
         return tok
     tok.train_from_iterator(batches, trainer, length=length)
+    if kind == "wordpiece":
+        return without_added_tokens(tok, reserved)
+    if kind == "unigram":
+        return rescored_unigram(tok, passes(), len(special))
     return tok
 
 
@@ -239,8 +250,11 @@ def train_tokenizer(kind: str, vocab_size: int, texts, roles=(), max_documents=N
     if vocab_size < least:
         raise UserError(f"tokenizer.vocab_size {vocab_size} is too small for a {kind} tokenizer (it needs at "
                         f"least {least}{', 256 of them bytes' if kind == 'bpe' else ''}); raise it")
-    batches, length = _sample_texts(texts, max_documents, seed)
-    tok = _train_backend(kind, vocab_size, special, batches, length, progress)
+    if isinstance(texts, (list, tuple)):  # once, not per pass
+        texts = datasets.Dataset.from_dict({"text": list(texts)})
+    length = _sample_texts(texts, max_documents, seed)[1]
+    tok = _train_backend(kind, vocab_size, special, lambda: _sample_texts(texts, max_documents, seed)[0], length,
+                         progress)
     if tok.get_vocab_size() <= len(special):
         raise UserError("the tokenizer saw no text to learn from (empty corpus); give data.files with text")
     tok.post_processor = _post_processor(kind, tok)

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import yaml
-from safetensors.torch import save_model
 from transformers import AutoTokenizer
 
 from models import get_family, num_params
@@ -20,7 +19,7 @@ from objectives import objective_class
 
 from ..errors import UserError
 from ..train.config import parse_config, to_yaml
-from ..train.run_dir import MODEL_CONFIG, SOURCE, WEIGHTS, RunDir
+from ..train.run_dir import MODEL_CONFIG, SOURCE, WEIGHTS, RunDir, save_weights
 from .folder import check_out_dir, usage_error, write_folder
 from .to_hf import resolve_family
 
@@ -88,7 +87,7 @@ def import_hub(source: str, out, *, overwrite: bool = False, objective: str | No
     def write(tmp: Path):
         run = RunDir(tmp)
         run.init.mkdir()
-        save_model(model, str(run.init / WEIGHTS), metadata={"format": "pt", "arch": model_cfg.arch})
+        save_weights(model, run.init / WEIGHTS, metadata={"format": "pt", "arch": model_cfg.arch})
         for where in (run.model_config, run.init / MODEL_CONFIG):
             where.write_text(json.dumps(model_cfg.to_dict(), indent=2))
         (run.init / SOURCE).write_text(json.dumps(source_info, indent=2))

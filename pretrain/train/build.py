@@ -37,7 +37,7 @@ from .checkpoint import CheckpointManager
 from .config import TrainConfig, config_hash, resolve_model_config, saved_form, to_yaml
 from .decay import source_run
 from .engines import check_deepspeed, fsdp_on_cpu
-from .hardware import resolve_precision
+from .hardware import apply_determinism, resolve_precision
 from .init_from import InitSource, check_vocabulary, init_source, load_source, plan_for
 from .run_dir import RunDir
 from .run_lock import RunLock
@@ -138,6 +138,7 @@ def init_from_pretrained(model, path, say=print) -> None:
 
 # ---- the process group ----------------------------------------------------------------------------------------
 def make_accelerator(cfg, run_dir: Path, log_with) -> Accelerator:
+    apply_determinism(cfg.run.deterministic)
     precision = resolve_precision(cfg.run.mixed_precision)
     # without an accelerator Accelerate only forms a multi-process (gloo) group when told it runs on CPU:
     # that is what makes `torchrun --nproc_per_node 2` really data-parallel here

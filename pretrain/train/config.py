@@ -136,6 +136,7 @@ class RunSection:
     cache_dir: Optional[str] = None
     dist_timeout: float = 600.0
     decay_from: Optional[str] = None  # a stable-phase checkpoint to decay from, in a new run (pretrain/train/decay.py)
+    deterministic: bool = False  # torch's deterministic kernels only (pretrain/train/hardware.py: apply_determinism)
 
 
 

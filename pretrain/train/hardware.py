@@ -2,6 +2,7 @@
 kernel `attention_kernel: auto` picks, and the peak FLOP/s that MFU is measured against."""
 from __future__ import annotations
 
+import os
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -56,6 +57,20 @@ def peak_flops(device: torch.device, precision: str, override: float | None = No
             if key in name:
                 return value if precision in ("bf16", "fp16") else value / 2  # tf32 is half the bf16 rate
     return measured_matmul_flops(str(device), precision)
+
+
+CUBLAS_WORKSPACE = ":4096:8"  # the fixed cuBLAS workspace that CUDA >= 10.2 needs for reproducible GEMMs
+
+
+def apply_determinism(on: bool) -> None:
+    """run.deterministic: torch uses only deterministic kernels (one without a deterministic version raises,
+    naming itself) and cuBLAS the fixed workspace it needs for them; set before the first CUDA GEMM. Off leaves
+    torch as it is (its default: fastest kernels). The CPU path in fp32 is reproducible either way."""
+    if not on:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
 
 
 def resolve_precision(choice: str) -> str:

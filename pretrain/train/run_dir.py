@@ -43,6 +43,19 @@ SOURCE = "source.json"  # init/: where imported weights came from
 _PREFIXES = ("module.", "_orig_mod.")  # DDP / torch.compile wrappers that save_state(unwrap=False) may leave
 
 
+def save_weights(module, path, metadata: dict):
+    """safetensors.torch.save_model, with the header's __metadata__ in sorted key order: safetensors serializes it
+    from a Rust HashMap (random order per process), which would make the same weights different bytes."""
+    save_model(module, str(path), metadata=metadata)
+    with open(path, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        header = {"__metadata__": dict(sorted(header.pop("__metadata__", {}).items())), **header}
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()  # as compact as serde's
+        f.seek(8)
+        f.write(text.ljust(n))
+
+
 class RunDir:
     CONFIG, MODEL_CONFIG, TOKENIZER, METRICS = CONFIG, MODEL_CONFIG, "tokenizer", "metrics.jsonl"
     CHECKPOINTS, FINAL, INIT, TENSORBOARD, WANDB = "checkpoints", "final", "init", "tensorboard", "wandb"
@@ -104,9 +117,9 @@ class RunDir:
                    objective_module=None):
         """final/: everything needed to use, evaluate, export or continue the trained model."""
         with atomic_dir(self.final) as tmp:
-            save_model(model, str(tmp / WEIGHTS), metadata={"format": "pt", "arch": model_cfg.arch})
+            save_weights(model, tmp / WEIGHTS, metadata={"format": "pt", "arch": model_cfg.arch})
             if objective_module is not None:
-                save_model(objective_module, str(tmp / OBJECTIVE_WEIGHTS), metadata={"format": "pt"})
+                save_weights(objective_module, tmp / OBJECTIVE_WEIGHTS, metadata={"format": "pt"})
             (tmp / MODEL_CONFIG).write_text(json.dumps(model_cfg.to_dict(), indent=2))
             tokenizer.save_pretrained(str(tmp))
             (tmp / CONFIG).write_text(yaml_text)
