@@ -103,3 +103,55 @@ def test_encoder_decoder_templates_unchanged(bpe, tmp_path):
     save_tokenizer(family_tokenizer(bpe, "t5", token_types=False), tmp_path / "t5")
     t5 = AutoTokenizer.from_pretrained(tmp_path / "t5")
     assert t5("the cat")["input_ids"] == bpe("the cat", add_special_tokens=False)["input_ids"] + [bpe.eos_token_id]
+
+
+# ---- generation from a prompt on trained tiny models --------------------------------------------------------------
+COUNT = "one two three four five six seven eight nine ten eleven twelve."
+GENERATIVE = {"gpt2+clm": ("gpt2", "clm", "one two three four", " five six"),
+              "llama+clm": ("llama", "clm", "one two three four", " five six"),
+              # FIM: 60 steps do not learn the middle yet; the prompt must still be read as a prompt (no EOS added)
+              "gpt2+fim": ("gpt2", "fim", "<fim_prefix>one two three<fim_suffix> six seven<fim_middle>", ""),
+              "t5+span": ("t5", "span", "one two three <extra_id_0> six seven eight nine ten eleven twelve.",
+                          "<extra_id_0>"),  # the sentinel answered (60 steps do not learn the words yet)
+              "bart+infill": ("bart", "infill", "one two three<mask> six seven eight nine ten eleven twelve.",
+                              "one two three four five")}
+
+
+@pytest.fixture(scope="module")
+def counting(tmp_path_factory):
+    root = tmp_path_factory.mktemp("counting")
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n\n".join([COUNT] * 200) + "\n")
+    return root, corpus
+
+
+@pytest.mark.parametrize("case", list(GENERATIVE))
+def test_generation_continues_the_prompt(case, counting, one_thread):
+    """A model trained on one repeated sentence, exported, continues a prompt from it greedily: decoders with the
+    next words (the prompt not closed by EOS), FIM with the middle, T5 answers the sentinel, BART fills the mask."""
+    import transformers
+
+    from pretrain.export.to_hf import export_run
+    from train_fixtures import family_run
+
+    family, objective, prompt, expected = GENERATIVE[case]
+    root, corpus = counting
+    run = family_run(root / case, family, corpus, root / "cache", 60, **{
+        "--objective.name": objective, "--run.mixed_precision": "no", "--run.eval_every": "60",
+        "--run.save_every": "60", "--tokenizer.vocab_size": "320"})
+    out = export_run(run, root / f"{case}-export", log=lambda m: None)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    auto = "AutoModelForSeq2SeqLM" if family in ("t5", "bart") else "AutoModelForCausalLM"
+    model = getattr(transformers, auto).from_pretrained(out).eval()
+    inputs = tokenizer(prompt, return_tensors="pt")
+    output = model.generate(**inputs, max_new_tokens=10, do_sample=False)[0].tolist()
+    if auto == "AutoModelForCausalLM":
+        prompt_ids = inputs["input_ids"][0].tolist()
+        assert tokenizer.eos_token_id not in prompt_ids
+        assert output[:len(prompt_ids)] == prompt_ids and output[len(prompt_ids)] != tokenizer.eos_token_id
+        text = tokenizer.decode(output[len(prompt_ids):])
+    else:  # the encoder reads the text as training framed it: T5 `A </s>`, BART `<s> A </s>`
+        ids = inputs["input_ids"][0].tolist()
+        assert ids[-1] == tokenizer.eos_token_id and tokenizer.eos_token_id not in ids[:-1]
+        text = tokenizer.decode(output, skip_special_tokens=family == "bart").replace("<pad>", "").strip()
+    assert text.startswith(expected), (case, text)
