@@ -30,6 +30,12 @@ class Family:
     to_hf_config: Callable | None = None  # ModelConfig -> transformers config
     from_hf_config: Callable | None = None  # transformers config -> ModelConfig
     prepare: Callable | None = None  # prepare(hf_model, cfg) before loading exported weights
+    # the special tokens the family's own transformers tokenizer adds around a text, as tokenizers
+    # TemplateProcessing (single, pair) over the roles {bos} {eos} {cls} {sep}: exported tokenizers encode a prompt
+    # so (GPT-2 adds nothing, Llama only BOS), whatever template the run's tokenizer kind trained with
+    text_template: tuple = ("$A", "$A $B:1")
+    # config.json fields transformers 4.x reads where 5.x renamed them (Llama's rope_theta): legacy_config(cfg)
+    legacy_config: Callable = lambda cfg: {}
 
     @property
     def arch(self) -> str:

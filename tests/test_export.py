@@ -157,7 +157,10 @@ def test_tokenizer_round_trips(family, exported, runs):
     ours = load_tokenizer(str(runs[family] / "tokenizer"))
     theirs = AutoTokenizer.from_pretrained(exported[family])
     for text in (SAMPLE, "a model learns from text every day"):
-        assert theirs(text)["input_ids"] == ours(text)["input_ids"]
+        # issue 29: decoders encode as their family (GPT-2 adds nothing, Llama only BOS); the others as trained
+        bare = ours(text, add_special_tokens=False)["input_ids"]
+        expected = {"gpt2": bare, "llama": [ours.bos_token_id] + bare}.get(family, ours(text)["input_ids"])
+        assert theirs(text)["input_ids"] == expected
     assert theirs.all_special_tokens == ours.all_special_tokens
     for role in ("pad_token", "eos_token", "bos_token", "mask_token", "unk_token"):
         assert getattr(theirs, role) == getattr(ours, role)
@@ -172,8 +175,7 @@ def test_model_card_metadata(family, exported):
     card = ModelCard.load(exported[family] / "README.md")
     meta = card.data.to_dict()
     assert meta["library_name"] == "transformers"
-    assert meta["pipeline_tag"] == {"bert": "fill-mask", "gpt2": "text-generation",
-                                    "t5": "text2text-generation"}[family]
+    assert meta["pipeline_tag"] == {"bert": "fill-mask", "gpt2": "text-generation", "t5": "text-generation"}[family]
     assert meta["license"] == "apache-2.0"
     assert family in meta["tags"] and "unified-pretrain" in meta["tags"]
     assert "datasets" not in meta  # the built-in corpus is not a Hub dataset
@@ -182,6 +184,31 @@ def test_model_card_metadata(family, exported):
                    "## Final validation metrics", "![loss curve](loss_curve.png)", "## Usage", NATIVE[family]):
         assert needle in text, needle
     assert (exported[family] / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_model_card_usage_runs_and_tag_is_a_task(family, exported, capsys):
+    """The card's pipeline tag is a task of transformers' pipelines, and its usage example runs as printed on the
+    export (offline): T5 with a sentinel it answers, decoders continuing the prompt."""
+    import re
+
+    from huggingface_hub import ModelCard
+    from transformers.pipelines import SUPPORTED_TASKS
+
+    card = ModelCard.load(exported[family] / "README.md")
+    assert card.data.to_dict()["pipeline_tag"] in SUPPORTED_TASKS
+    code = re.search(r"## Usage\s+```python\n(.*?)```", card.text, re.S).group(1)
+    assert "path/to/this/folder" in code
+    exec(compile(code.replace("path/to/this/folder", str(exported[family])), "card", "exec"), {})
+    printed = capsys.readouterr().out
+    if family == "t5":
+        assert "<extra_id_0>" in code and printed.startswith("<pad>")  # 3 steps: what follows is noise
+    if family in ("gpt2", "llama"):
+        assert printed.startswith("Once upon a time")
+    text = card.text
+    assert "## License" in text and "4.57.6" in text and "5.25.0" in text
+    if family == "t5":
+        assert "100 sentinels `<extra_id_0>` … `<extra_id_99>`" in text
 
 
 def test_model_card_datasets_and_no_license(tmp_path):
@@ -198,7 +225,8 @@ def test_model_card_datasets_and_no_license(tmp_path):
     write_model_card(tmp_path, record, cfg, "gpt2", "GPT2LMHeadModel")
     card = ModelCard.load(tmp_path / "README.md")
     meta = card.data.to_dict()
-    assert meta["datasets"] == ["wikitext"] and "license" not in meta  # a Hub dataset; local files are not
+    assert meta["datasets"] == ["wikitext"]  # a Hub dataset; local files are not
+    assert meta["license"] == "apache-2.0"  # the project's when --license is not given (issue 29)
     assert "causal-lm" in meta["tags"] and "causal language modeling (GPT)" in card.text  # from the objective
     assert "Hub dataset `wikitext`" in card.text and "local files `a.txt`" in card.text
     assert not (tmp_path / "loss_curve.png").exists()

@@ -53,6 +53,7 @@ TABLE = [
     *_stack("decoder"),
 ]
 IGNORE = []
+TEXT_TEMPLATE = ("{cls} $A {sep}", "{cls} $A {sep} {sep} $B:1 {sep}:1")  # BartTokenizer (RoBERTa's)
 
 FREE = {"activation": one_of(*ACT_TO_HF), "scale_embeddings": any_value, "tie_embeddings": any_value}
 
@@ -95,4 +96,4 @@ def from_hf_config(hf) -> ModelConfig:
 register_family(Family(
     name="bart", title="BART", preset=PRESET, init=init, default_objective="infill",
     hf_class="BartForConditionalGeneration", model_type="bart", table=tuple(TABLE), ignore=tuple(IGNORE), free=FREE,
-    unsupported=unsupported, to_hf_config=to_hf_config, from_hf_config=from_hf_config))
+    unsupported=unsupported, to_hf_config=to_hf_config, from_hf_config=from_hf_config, text_template=TEXT_TEMPLATE))

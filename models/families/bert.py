@@ -37,6 +37,7 @@ TABLE = [
     entry("head_bias", ["cls.predictions.decoder.bias", "cls.predictions.bias"]),
 ]
 IGNORE = [r"position_ids$", r"token_type_ids$"]  # buffers of older checkpoints
+TEXT_TEMPLATE = ("{cls} $A {sep}", "{cls} $A {sep} $B:1 {sep}:1")  # BertTokenizer
 
 FREE = {"norm_eps": any_value, "activation": one_of(*ACT_TO_HF), "type_vocab_size": lambda v: v >= 1,
         "tie_embeddings": any_value}
@@ -89,4 +90,4 @@ def from_hf_config(hf) -> ModelConfig:
 register_family(Family(
     name="bert", title="BERT", preset=PRESET, init=init, default_objective="mlm", hf_class="BertForMaskedLM",
     model_type="bert", table=tuple(TABLE), ignore=tuple(IGNORE), free=FREE, unsupported=unsupported,
-    to_hf_config=to_hf_config, from_hf_config=from_hf_config))
+    to_hf_config=to_hf_config, from_hf_config=from_hf_config, text_template=TEXT_TEMPLATE))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..family import Family, register_family
-from .bert import PRESET as BERT, fields_from_hf, hf_fields, init
+from .bert import PRESET as BERT, TEXT_TEMPLATE, fields_from_hf, hf_fields, init
 from .mapping import ACT_TO_HF, Fuse, any_value, entry, linear, norm, one_of, plain_heads, qkv_sizes
 
 PRESET = dict(BERT, head_norm=False, head_outputs=1, tie_embeddings=False, init="electra")
@@ -73,4 +73,4 @@ def from_hf_config(hf) -> ModelConfig:
 register_family(Family(
     name="electra", title="ELECTRA", preset=PRESET, init=init, default_objective="electra",
     hf_class="ElectraForPreTraining", model_type="electra", table=tuple(TABLE), ignore=tuple(IGNORE), free=FREE,
-    unsupported=unsupported, to_hf_config=hf_config, from_hf_config=from_hf_config))
+    unsupported=unsupported, to_hf_config=hf_config, from_hf_config=from_hf_config, text_template=TEXT_TEMPLATE))

@@ -32,6 +32,8 @@ TABLE = [
     *norm("decoder.final_norm", "transformer.ln_f"),
 ]
 IGNORE = [r"\.attn\.bias$", r"\.attn\.masked_bias$"]  # causal-mask buffers of older checkpoints
+# GPT2Tokenizer adds nothing (add_bos_token=False): a prompt is continued, not closed by an end of document
+TEXT_TEMPLATE = ("$A", "$A $B:1")
 
 FREE = {"norm_eps": any_value, "activation": one_of(*ACT_TO_HF), "tie_embeddings": any_value}
 
@@ -72,4 +74,4 @@ def from_hf_config(hf) -> ModelConfig:
 register_family(Family(
     name="gpt2", title="GPT-2", preset=PRESET, init=init, default_objective="clm", hf_class="GPT2LMHeadModel",
     model_type="gpt2", table=tuple(TABLE), ignore=tuple(IGNORE), free=FREE, unsupported=unsupported,
-    to_hf_config=to_hf_config, from_hf_config=from_hf_config))
+    to_hf_config=to_hf_config, from_hf_config=from_hf_config, text_template=TEXT_TEMPLATE))

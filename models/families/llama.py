@@ -29,6 +29,7 @@ TABLE = [
     *norm("decoder.final_norm", "model.norm"),
 ]
 IGNORE = [r"rotary_emb\.inv_freq$"]
+TEXT_TEMPLATE = ("{bos} $A", "{bos} $A {bos}:1 $B:1")  # LlamaTokenizer: add_bos_token=True, add_eos_token=False
 
 HIDDEN_ACT = {"swiglu": "silu", "geglu": "gelu_pytorch_tanh"}  # the gate's activation
 ACT_FROM_HF = {"silu": "swiglu", "swish": "swiglu", "gelu_pytorch_tanh": "geglu", "gelu_new": "geglu"}
@@ -52,6 +53,11 @@ def to_hf_config(cfg: ModelConfig):
         attention_bias=cfg.bias, mlp_bias=cfg.bias, attention_dropout=attention_dropout(cfg),
         pad_token_id=cfg.pad_token_id, bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,
         tie_word_embeddings=cfg.tie_embeddings)
+
+
+def legacy_config(cfg: ModelConfig) -> dict:
+    """transformers 4.x reads rope_theta at the top level (5.x: rope_parameters) and would take its default."""
+    return {"rope_theta": cfg.rope_theta}
 
 
 def _rope_theta(hf) -> float:
@@ -85,4 +91,5 @@ def from_hf_config(hf) -> ModelConfig:
 register_family(Family(
     name="llama", title="Llama", preset=PRESET, init=normal_init, default_objective="clm", hf_class="LlamaForCausalLM",
     model_type="llama", table=tuple(TABLE), ignore=tuple(IGNORE), free=FREE, unsupported=unsupported,
-    to_hf_config=to_hf_config, from_hf_config=from_hf_config))
+    to_hf_config=to_hf_config, from_hf_config=from_hf_config, text_template=TEXT_TEMPLATE,
+    legacy_config=legacy_config))

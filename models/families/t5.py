@@ -92,6 +92,7 @@ TABLE = [
     *_stack("decoder"),
 ]
 IGNORE = [r"^decoder\.block\.0\.layer\.1\.EncDecAttention\.relative_attention_bias\.weight$"]
+TEXT_TEMPLATE = ("$A {eos}", "$A {eos} $B:1 {eos}:1")  # T5Tokenizer: EOS after each text, as span corruption's inputs
 
 FF_TO_HF = {"relu": "relu", "gelu": "gelu", "gelu_tanh": "gelu_new", "silu": "silu", "geglu": "gated-gelu",
             "swiglu": "gated-silu"}
@@ -150,4 +151,4 @@ def prepare(hf_model, cfg: ModelConfig) -> None:
 register_family(Family(
     name="t5", title="T5", preset=PRESET, init=init, default_objective="span", hf_class="T5ForConditionalGeneration",
     model_type="t5", table=tuple(TABLE), ignore=tuple(IGNORE), free=FREE, unsupported=unsupported,
-    to_hf_config=to_hf_config, from_hf_config=from_hf_config, prepare=prepare))
+    to_hf_config=to_hf_config, from_hf_config=from_hf_config, prepare=prepare, text_template=TEXT_TEMPLATE))

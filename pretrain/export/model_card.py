@@ -18,9 +18,15 @@ from objectives import OBJECTIVES  # noqa: E402
 
 from .. import document  # noqa: E402
 from ..data.corpus import describe_corpus  # noqa: E402
+from ..data.tokenizer import SENTINELS  # noqa: E402
 from ..train.run_dir import RunDir  # noqa: E402
+from .compat import VERIFIED_WITH  # noqa: E402
 
-PIPELINE_TAGS = {"encoder": "fill-mask", "decoder": "text-generation", "encoder-decoder": "text2text-generation"}
+# tasks of transformers 5's pipelines.SUPPORTED_TASKS and of the Hub: 5.x removed text2text-generation, and the Hub
+# files encoder-decoders under text-generation (the usage example loads them with AutoModelForSeq2SeqLM)
+PIPELINE_TAGS = {"encoder": "fill-mask", "decoder": "text-generation", "encoder-decoder": "text-generation"}
+DEFAULT_LICENSE = "apache-2.0"  # the project's (pyproject.toml); --license overrides
+FIM_PROMPT = "<fim_prefix>Once upon a time<fim_suffix> happily ever after.<fim_middle>"
 AUTO_CLASSES = {"encoder": "AutoModelForMaskedLM", "decoder": "AutoModelForCausalLM",
                 "encoder-decoder": "AutoModelForSeq2SeqLM"}
 LOSS_PLOT = "loss_curve.png"
@@ -85,13 +91,16 @@ def card_facts(record, model_cfg, family: str, hf_class: str, tokenizer=None, na
     facts = {
         "name": repo_id or name, "where": repo_id or "path/to/this/folder", "family": family,
         "family_title": get_family(family).title, "hf_class": hf_class,
-        "arch": arch, "lm_head": not model_cfg.head_outputs, "license": license, "has_plot": has_plot,
+        "arch": arch, "lm_head": not model_cfg.head_outputs, "license": license or DEFAULT_LICENSE,
+        "has_plot": has_plot, "versions": VERIFIED_WITH,
         "tokens": record.tokens,
         "objective": record.objective_name, "objective_title": objective.title if objective else None,
         "hub_tags": ["unified-pretrain", family, "pretraining"] + ([objective.hub_tag] if objective else []),
         "hub_datasets": [cfg.data.hub_dataset] if cfg and cfg.data.hub_dataset else [],
         "base_model": source.get("source") if source.get("hub") else None, "origin": source.get("source"),
         "mask_token": tokenizer.mask_token if tokenizer is not None and tokenizer.mask_token else "[MASK]",
+        "sentinel": _has(tokenizer, SENTINELS[0]), "fim": _has(tokenizer, "<fim_prefix>"),
+        "paradigm": "[NLU]" if _has(tokenizer, "[NLU]") else "",
     }
     facts["architecture"] = [
         ("family / class", f"{family} / `{hf_class}`"), ("shape", arch),
@@ -157,6 +166,10 @@ def downstream_line(task: str, results: dict) -> str:
     return f"`{task}` ({split} split, {sizes.get(split, '?')} examples): " + "; ".join(parts)
 
 
+def _has(tokenizer, token: str) -> bool:
+    return tokenizer is not None and token in tokenizer.get_vocab()
+
+
 def _describe_tokenizer(cfg, tokenizer) -> str:
     tok_cfg = cfg.tokenizer if cfg else None
     if tok_cfg is None:
@@ -166,8 +179,13 @@ def _describe_tokenizer(cfg, tokenizer) -> str:
     else:
         text = f"kind: `{tok_cfg.kind}`, vocab_size: `{tok_cfg.vocab_size}`"
     if tokenizer is not None:
-        special = ", ".join(f"`{t}`" for t in tokenizer.all_special_tokens[:8])
-        text += f"; {len(tokenizer)} tokens, special: {special}"
+        special = [t for t in tokenizer.all_special_tokens if t not in SENTINELS]
+        sentinels = [t for t in SENTINELS if t in tokenizer.get_vocab()]
+        text += f"; {len(tokenizer)} tokens, special: {', '.join(f'`{t}`' for t in special)}"
+        if sentinels:
+            text += f", and {len(sentinels)} sentinels `{sentinels[0]}` … `{sentinels[-1]}`"
+        example = tokenizer("Hello")["input_ids"]
+        text += f"; a text is encoded as `{' '.join(tokenizer.convert_ids_to_tokens(example))}` (\"Hello\")"
     return text
 
 
@@ -179,6 +197,8 @@ def _loader(facts: dict) -> str:
 
 
 def _usage(facts: dict) -> str:
+    """Code that runs as printed on this export (tests exec it): a prompt continued, a mask filled, a sentinel
+    answered."""
     where, auto, arch = facts["where"], _loader(facts), facts["arch"]
     if not facts["lm_head"]:
         return (f'from transformers import AutoTokenizer, {auto}\n\n'
@@ -189,13 +209,24 @@ def _usage(facts: dict) -> str:
         return (f'from transformers import pipeline\n\nfill = pipeline("fill-mask", model="{where}")\n'
                 f'print(fill("The capital of France is {facts["mask_token"]}."))')
     if arch == "decoder":
+        prompt, note = (FIM_PROMPT, "  # the middle, after <fim_middle>") if facts["fim"] else \
+            ("Once upon a time", "  # the prompt, continued")
         return (f'from transformers import pipeline\n\ngenerate = pipeline("text-generation", model="{where}")\n'
-                f'print(generate("Once upon a time", max_new_tokens=30))')
+                f'print(generate("{prompt}", max_new_tokens=30, do_sample=False)[0]["generated_text"]){note}')
+    if facts["sentinel"]:  # span corruption / UL2: the model answers each sentinel with the span it stands for
+        paradigm = f'{facts["paradigm"]} ' if facts["paradigm"] else ""  # UL2's mode token: R-denoiser
+        prompt = f"{paradigm}The quick brown {SENTINELS[0]} over the lazy dog."
+        decode = "skip_special_tokens=False"
+        note = "  # <extra_id_0> followed by the missing words"
+    else:
+        prompt, decode = f'The quick brown {facts["mask_token"]} over the lazy dog.', "skip_special_tokens=True"
+        note = "  # the text, with the mask filled in"
     return (f'from transformers import AutoTokenizer, {auto}\n\n'
             f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n'
             f'model = {auto}.from_pretrained("{where}")\n'
-            f'inputs = tokenizer("The quick brown fox", return_tensors="pt")\n'
-            f'print(tokenizer.decode(model.generate(**inputs, max_new_tokens=30)[0], skip_special_tokens=True))')
+            f'inputs = tokenizer("{prompt}", return_tensors="pt")\n'
+            f'output = model.generate(**inputs, max_new_tokens=30, do_sample=False)\n'
+            f'print(tokenizer.decode(output[0], {decode})){note}')
 
 
 def card_markdown(facts: dict) -> str:
@@ -219,7 +250,9 @@ def card_markdown(facts: dict) -> str:
         document.image("loss curve", LOSS_PLOT) if facts["has_plot"] else "No metrics were logged for this run.",
         "## Usage", document.code(_usage(facts), "python"),
         f"Load it directly with `AutoTokenizer.from_pretrained(\"{facts['where']}\")` and "
-        f"`{_loader(facts)}.from_pretrained(\"{facts['where']}\")`.",
+        f"`{_loader(facts)}.from_pretrained(\"{facts['where']}\")`. Verified to load, tokenize and compute the same "
+        f"logits with transformers {' and '.join(facts['versions'])} (`benchmarks/export_compat.py`).",
+        "## License", f"`{facts['license']}`.",
         "## Limitations",
         f"A small research / educational pretraining run: it has seen {_human(facts['tokens'])} tokens, has not "
         f"been fine-tuned or aligned, and reproduces the biases of its corpus.")
@@ -228,7 +261,7 @@ def card_markdown(facts: dict) -> str:
 def render_model_card(facts: dict) -> ModelCard:
     data = ModelCardData(library_name="transformers",
                          pipeline_tag=PIPELINE_TAGS[facts["arch"]] if facts["lm_head"] else None,
-                         tags=facts["hub_tags"], license=facts["license"] or None,
+                         tags=facts["hub_tags"], license=facts["license"],
                          datasets=facts["hub_datasets"] or None, base_model=facts["base_model"])
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{card_markdown(facts)}")
 

@@ -18,6 +18,7 @@ from models.convert import hf_classes, match_family, to_transformers
 
 from ..errors import UserError
 from ..train.saved_run import load_run_model, load_run_spec
+from .compat import family_tokenizer, save_model, save_tokenizer
 from .folder import check_out_dir, usage_error, write_folder
 from .hub import check_can_push, find_token_leaks, get_token, push_folder
 from .model_card import write_model_card
@@ -92,17 +93,18 @@ def export_run(run_dir, out, checkpoint: str | None = None, *, overwrite: bool =
     hf_class = type(hf_model).__name__
     extras = objective_exports(record, model, model_cfg, tokenizer)
     tokenizer.model_max_length = model_cfg.max_seq_len
+    exported_tokenizer = family_tokenizer(tokenizer, family, token_types=model_cfg.type_vocab_size > 0)
 
     def write(tmp: Path):
-        hf_model.save_pretrained(str(tmp))
+        save_model(hf_model, tmp, family, model_cfg)
         if getattr(hf_model, "generation_config", None) is not None and model_cfg.arch != "encoder":
             hf_model.generation_config.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
+        save_tokenizer(exported_tokenizer, tmp)
         write_model_card(tmp, record, model_cfg, family, hf_class, license=license, repo_id=push_to_hub,
-                         tokenizer=tokenizer, name=out.name)
+                         tokenizer=exported_tokenizer, name=out.name)
         for name, extra in extras.items():  # e.g. ELECTRA's generator/, loadable on its own with its tokenizer
-            extra.save_pretrained(str(tmp / name))
-            tokenizer.save_pretrained(str(tmp / name))
+            save_model(extra, tmp / name)
+            save_tokenizer(exported_tokenizer, tmp / name)
             with open(tmp / "README.md", "a") as card:
                 card.write(f"\n`{name}/` holds the objective's {type(extra).__name__}, trained with this model; "
                            f"load it with `{type(extra).__name__}.from_pretrained(\"{name}\")` from this folder.\n")
