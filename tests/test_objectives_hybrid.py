@@ -45,9 +45,10 @@ def test_mask_rate_is_the_papers_over_many_batches():
     obj = hybrid(tok, max_span=1, causal_share=0.0)
     hidden_n = selectable_n = 0
     for seed in range(20):
-        original, _, hidden = masked_rows(obj, random_blocks(tok, 32, 129, seed=seed), seed)
+        original, inputs, hidden = masked_rows(obj, random_blocks(tok, 32, 129, seed=seed), seed)
         ok = selectable(tok, original)
         assert not (hidden & ~ok).any()  # never a special token, never position 0
+        assert torch.equal(inputs[~hidden], original[~hidden])  # nothing corrupted without a target
         hidden_n, selectable_n = hidden_n + hidden.sum().item(), selectable_n + ok.sum().item()
     assert abs(hidden_n / selectable_n - PAPER_MASK_P) < 0.003, hidden_n / selectable_n
 
