@@ -11,7 +11,7 @@ and one shift serve both (the paper's figure 1):
 
 Defaults, from the authors' code (github.com/ltgoslo/gpt-bert at 9fc1507; read, not copied):
 - causal_share 1/16: pretraining/train_10m.py:42-43 and train_100m.py:42-43 (`hybrid_numerator` 15 of
-  `hybrid_denominator` 16 processes train masked, lines 91-94), the paper's 1:15 causal-to-masked ratio (section 3);
+  `hybrid_denominator` 16 processes train masked, lines 90-94): a 1:15 causal-to-masked ratio;
 - mask_probability 0.15: dataset.py:398 (validation) and the end of the training schedule (train_*.py:58-59,
   `mask_p_start` 0.3 falling linearly to `mask_p_end` 0.15, dataset.py:192); the schedule itself is not
   reproduced, since objectives do not see the training step: set 0.3 to train at its start rate;
@@ -22,7 +22,7 @@ Defaults, from the authors' code (github.com/ltgoslo/gpt-bert at 9fc1507; read, 
   (dataset.py:193-195); the threshold span is taken whole, so the rate slightly exceeds mask_probability.
 - the loss: each of the paper's processes averages its own targets and data parallelism averages the processes,
   so the total weights the causal and the masked mean by their shares of the examples (train_multi_gpu.py:247,
-  284-293); here by the rows of the batch: (rows_c * clm_loss + rows_m * mntp_loss) / rows.
+  288-293); here by the rows of the batch: (rows_c * clm_loss + rows_m * mntp_loss) / rows.
 
 Not taken: the paper's per-token mask-count reweighting (dataset.py:31-35, state kept across epochs) and its
 `<s>` before every segment. Special tokens are never selected, nor the first input position (no position before

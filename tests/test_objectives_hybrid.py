@@ -10,7 +10,7 @@ from models.errors import UserError
 from objectives import build_objective
 
 # the authors' code, github.com/ltgoslo/gpt-bert (9fc1507): 15 of 16 processes train masked (train_10m.py:42-43,
-# the paper's 1:15 causal-to-masked ratio); the final and validation mask rate 0.15 (train_10m.py:59, dataset.py:398);
+# a 1:15 causal-to-masked ratio); the final and validation mask rate 0.15 (train_10m.py:59, dataset.py:398);
 # random 0.1 and keep 0.1 of the masked (train_10m.py:60-61); spans of 1..3 tokens (dataset.py:12,17)
 PAPER_CAUSAL_SHARE = 1 / 16
 PAPER_MASK_P = 0.15
