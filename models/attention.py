@@ -8,14 +8,16 @@ from .dropout import dropout, uses_cpu_mask
 from .flex import BlockMask, flex_attention
 
 
-def build_mask(key_padding, q_len: int, k_len: int, causal: bool, bias=None, q_segments=None, k_segments=None):
+def build_mask(key_padding, q_len: int, k_len: int, causal: bool, bias=None, q_segments=None, k_segments=None,
+               causal_rows=None):
     """One mask per forward, shared by every layer. Returns (attn_mask, is_causal) for SDPA.
 
     key_padding: Bool[B, k_len] with True on real tokens, or None. q_segments / k_segments: Long[B, q_len] /
     [B, k_len] document ids of packed rows (-1 on padding), or None: a query then sees only keys of its own
-    document. With no padding, no segments and no bias a causal model passes is_causal=True and no mask at all, so
-    SDPA can pick its fastest kernel."""
-    if key_padding is None and bias is None and q_segments is None:
+    document. causal_rows: Bool[B] or None, for a causal stack only: rows with False attend bidirectionally (the
+    GPT-BERT hybrid's masked rows), the others causally. With no padding, no segments, no bias and no causal_rows a
+    causal model passes is_causal=True and no mask at all, so SDPA can pick its fastest kernel."""
+    if key_padding is None and bias is None and q_segments is None and causal_rows is None:
         return None, causal
     allowed = None
     if key_padding is not None:
@@ -23,8 +25,10 @@ def build_mask(key_padding, q_len: int, k_len: int, causal: bool, bias=None, q_s
     if q_segments is not None:
         allowed = document_mask(q_segments, k_segments, key_padding)
     if causal:
-        device = next(t for t in (key_padding, q_segments, bias) if t is not None).device
+        device = next(t for t in (key_padding, q_segments, bias, causal_rows) if t is not None).device
         tri = torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(k_len - q_len)
+        if causal_rows is not None:
+            tri = tri | ~causal_rows.bool()[:, None, None, None]
         allowed = tri if allowed is None else allowed & tri
     if bias is None:
         return allowed, False

@@ -12,9 +12,11 @@ from .config import ModelConfig
 __all__ = ["BlockMask", "flex_attention", "document_block_mask", "unsupported"]
 
 
-def document_block_mask(q_segments, k_segments, key_padding=None, causal: bool = False) -> BlockMask:
+def document_block_mask(q_segments, k_segments, key_padding=None, causal: bool = False,
+                        causal_rows=None) -> BlockMask:
     """The block mask of models.attention.document_mask (and build_mask's causal triangle): a real query sees the
-    real keys of its own document, at or before it when causal; a padding query (segment -1) sees every key."""
+    real keys of its own document, at or before it when causal (in every row, or in the rows where the Bool[B]
+    causal_rows is True); a padding query (segment -1) sees every key."""
     B, q_len = q_segments.shape
     k_len = k_segments.shape[1]
     shift = k_len - q_len  # build_mask's tril(k_len - q_len)
@@ -24,7 +26,11 @@ def document_block_mask(q_segments, k_segments, key_padding=None, causal: bool =
         if key_padding is not None:
             keep = keep & key_padding[b, k]
         keep = keep | (q_segments[b, q] < 0)
-        return keep & (q + shift >= k) if causal else keep
+        if not causal:
+            return keep
+        if causal_rows is None:
+            return keep & (q + shift >= k)
+        return keep & ((q + shift >= k) | ~causal_rows[b])
 
     return create_block_mask(allowed, B, None, q_len, k_len, device=q_segments.device)
 

@@ -57,12 +57,14 @@ class Stack(nn.Module):
         self.dropout = Dropout(cfg.dropout)
         self.flex = False  # document masks through FlexAttention (Transformer.use_attention_kernel)
 
-    def forward(self, x, padding=None, memory=None, memory_padding=None, segments=None, memory_segments=None):
+    def forward(self, x, padding=None, memory=None, memory_padding=None, segments=None, memory_segments=None,
+                causal_rows=None):
         """x: token embeddings [B, T, D]; padding: Bool[B, T] True on real tokens (None = no padding); segments:
         Long[B, T] document ids of a packed row (None = one sequence): attention stays inside a document and
-        positions restart at each one."""
+        positions restart at each one; causal_rows: Bool[B] of a causal stack, False where a row attends
+        bidirectionally (None = every row causal)."""
         x = self.dropout(self.embed_positions(x, segments))
-        return self.run_layers(x, padding, memory, memory_padding, segments, memory_segments)
+        return self.run_layers(x, padding, memory, memory_padding, segments, memory_segments, causal_rows)
 
     def embed_positions(self, x, segments=None):
         """Token embeddings [B, T, D] plus positions, through the embedding norm: what the layers read, before
@@ -77,18 +79,20 @@ class Stack(nn.Module):
             x = x + (self.pos_table[:T] if positions is None else self.pos_table[positions]).to(x.dtype)
         return self.emb_norm(x) if self.emb_norm is not None else x
 
-    def run_layers(self, x, padding=None, memory=None, memory_padding=None, segments=None, memory_segments=None):
+    def run_layers(self, x, padding=None, memory=None, memory_padding=None, segments=None, memory_segments=None,
+                   causal_rows=None):
         """The layers and the final norm on embedded inputs x [B, T, D] (arguments as in forward)."""
         T = x.shape[1]
         positions = positions_in_documents(segments) if segments is not None and self.rotary is not None else None
         bias = self.rel_bias(T, T) if self.rel_bias is not None else None
         memory_mask = None
         if self.flex and segments is not None and bias is None:
-            mask, is_causal = document_block_mask(segments, segments, padding, self.causal), False
+            mask, is_causal = document_block_mask(segments, segments, padding, self.causal, causal_rows), False
             if memory is not None:
                 memory_mask = document_block_mask(segments, memory_segments, memory_padding)
         else:
-            mask, is_causal = build_mask(padding, T, T, self.causal, bias, segments, segments)
+            mask, is_causal = build_mask(padding, T, T, self.causal, bias, segments, segments,
+                                         causal_rows if self.causal else None)
             if memory is not None and (memory_padding is not None or segments is not None):
                 memory_mask, _ = build_mask(memory_padding, T, memory.shape[1], False, None, segments,
                                             memory_segments)
@@ -150,17 +154,22 @@ class Transformer(nn.Module):
                             segments=decoder_segment_ids, memory_segments=segment_ids)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, decoder_input_ids=None,
-                decoder_attention_mask=None, encoder_hidden=None, segment_ids=None, decoder_segment_ids=None):
+                decoder_attention_mask=None, encoder_hidden=None, segment_ids=None, decoder_segment_ids=None,
+                causal=None):
         """Final hidden states: of the encoder (encoder), the decoder (decoder, encoder-decoder). attention_mask /
         decoder_attention_mask: 1 = token, 0 = padding; pass None when nothing is padded (the fast path).
         segment_ids / decoder_segment_ids: the document of each position in packed rows (-1 on padding; None =
         each row is one sequence); attention, cross-attention included, stays inside a document and positions
-        restart at each one (t5x's segment ids)."""
+        restart at each one (t5x's segment ids). causal: Bool[B] of a decoder, False where a row attends
+        bidirectionally (the GPT-BERT hybrid's masked rows); None = every row causal (the no-mask fast path)."""
         arch = self.config.arch
+        if causal is not None and arch != "decoder":
+            raise ValueError(f"causal (per-row attention) applies to decoder models, not {arch} models")
         if arch == "encoder":
             return self.encode(input_ids, attention_mask, token_type_ids, segment_ids)
         if arch == "decoder":
-            return self.decoder(self.embed(input_ids, token_type_ids), _padding(attention_mask), segments=segment_ids)
+            return self.decoder(self.embed(input_ids, token_type_ids), _padding(attention_mask), segments=segment_ids,
+                                causal_rows=causal)
         if decoder_input_ids is None:
             raise ValueError("an encoder-decoder model needs decoder_input_ids; pass the shifted targets")
         if (segment_ids is None) != (decoder_segment_ids is None):

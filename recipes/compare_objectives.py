@@ -1,4 +1,4 @@
-"""Compare BERT (MLM), ELECTRA (replaced token detection), GPT-2 (CLM and fill-in-the-middle), BART (text
+"""Compare BERT (MLM), ELECTRA (replaced token detection), GPT-2 (CLM, FIM and the GPT-BERT hybrid), BART (text
 infilling) and T5 (span corruption and UL2's mixture of denoisers) on one corpus: one shared tokenizer, models of
 matched size (~1.0M parameters each, within 10%), the same token budget, then every model probed and fine-tuned on
 the built-in downstream task beside a random-init model of its architecture; writes report.md, report.html
@@ -12,8 +12,8 @@ the built-in downstream task beside a random-init model of its architecture; wri
     python recipes/compare_objectives.py --only bert+mlm,gpt2+clm --data.files 'my_corpus/*.txt'
 
 Give the same command again after an interruption: finished runs are skipped, the current one resumes.
-The seven models: d_model 128, 4 heads, the shared ~4.2k vocabulary, embeddings tied everywhere; BERT and ELECTRA
-2 layers (ELECTRA's generator, 1/4 as wide, is not counted in the size), GPT-2 2 layers (twice: CLM and FIM), BART
+The eight models: d_model 128, 4 heads, the shared ~4.2k vocabulary, embeddings tied everywhere; BERT and ELECTRA
+2 layers (ELECTRA's generator, 1/4 as wide, is not counted in the size), GPT-2 2 layers (CLM, FIM, hybrid), BART
 1+1 layers, T5 1+1 layers (gated d_ff 384; twice: span corruption and UL2); 1.5M corpus tokens each (about three
 passes over the built-in corpus). At this budget MLM and span corruption have not yet learned to answer the cloze,
 and the report says so.
@@ -31,6 +31,8 @@ RUNS = [
      "objective": {"name": "clm"}, "optim": {"lr": 2e-3, "betas": [0.9, 0.95], "weight_decay": 0.1}},
     {"name": "gpt2+fim", "model": {"preset": "gpt2", **COMMON, "n_layers": 2, "d_ff": 512},
      "objective": {"name": "fim"}, "optim": {"lr": 2e-3, "betas": [0.9, 0.95], "weight_decay": 0.1}},
+    {"name": "gpt2+hybrid", "model": {"preset": "gpt2", **COMMON, "n_layers": 2, "d_ff": 512},
+     "objective": {"name": "hybrid"}, "optim": {"lr": 2e-3, "betas": [0.9, 0.95], "weight_decay": 0.1}},
     {"name": "electra+rtd", "model": {"preset": "electra", **COMMON, "n_layers": 2, "d_ff": 512},
      "objective": {"name": "electra"}, "optim": {"lr": 2e-3}},
     {"name": "bart+infill", "model": {"preset": "bart", **COMMON, "n_layers": 1, "d_ff": 512},

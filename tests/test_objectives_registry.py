@@ -31,7 +31,8 @@ def test_registry_has_the_four_objectives():
 def test_unknown_name_and_option_are_one_line_user_errors():
     tok = wordpiece()
     bert = model_config("bert", tok)
-    with pytest.raises(UserError, match="unknown objective 'bert'.*clm, electra, fim, infill, mlm, span") as err:
+    with pytest.raises(UserError,
+                       match="unknown objective 'bert'.*clm, electra, fim, hybrid, infill, mlm, span") as err:
         build_objective("bert", tok, bert)
     assert "\n" not in str(err.value)
     with pytest.raises(UserError, match="no option 'mask_prob'.*mlm_probability"):

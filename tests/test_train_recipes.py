@@ -26,7 +26,7 @@ def recipe_defaults(name: str) -> dict:
 
 @pytest.mark.parametrize("recipe, sample_word", [("bert_mlm", "fill-mask"), ("gpt_clm", "continuation"),
                                                  ("bart_infill", "reconstruction"), ("t5_span", "reconstruction"),
-                                                 ("ul2", "reconstruction")])
+                                                 ("ul2", "reconstruction"), ("gpt_bert_hybrid", "continuation")])
 def test_recipe_trains_end_to_end(tmp_path, capsys, recipe, sample_word):
     corpus = write_corpus(tmp_path / "data")
     result = main(recipe_defaults(recipe), tiny_flags(tmp_path, corpus, steps=30), prog=recipe)
