@@ -11,6 +11,7 @@ from pretrain.inspect.sample import (
     fill_mask,
     reconstruct,
     sample,
+    sentence_window,
     token_text,
 )
 
@@ -47,6 +48,7 @@ class Stub(torch.nn.Module):
         self.weight = torch.nn.Parameter(torch.zeros(1))
 
     def forward(self, ids):
+        self.seen = ids  # what the model was shown (the masked input of a fill-mask)
         return torch.zeros(*ids.shape, 4)
 
     def encode(self, ids):
@@ -132,3 +134,57 @@ def test_reconstruction_that_stops_at_once_says_so(unigram):
     out = reconstruct(Stub("encoder-decoder", len(unigram), [unigram.eos_token_id]), unigram, batch, max_new=8)
     assert out.splitlines()[2].endswith("(empty: the model produced only </s>)"), out
     assert "the cat sat" in out.splitlines()[0]
+
+
+# ---- the closing samples of a briefly trained model still show something -----------------------------------------
+def masked_positions(tokenizer, ids: torch.Tensor, seed: int) -> set:
+    """The positions fill_mask hid: those the model was shown as [MASK]."""
+    model = Stub("encoder", len(tokenizer), [5])
+    fill_mask(model, tokenizer, ids, seed=seed)
+    return {i for i, t in enumerate(model.seen[0].tolist()) if t == tokenizer.mask_token_id}
+
+
+def test_fill_mask_hides_whole_words_at_seeded_positions():
+    wp = train_tokenizer("wordpiece", 120, TEXTS, progress=False)
+    enc = wp("the children playing in the gardens and the farmers walked home and a bird sings in the tree")
+    ids, words = torch.tensor(enc["input_ids"]), enc.word_ids()  # word_ids: the tokenizer's own word segmentation
+    assert len({w for w in words if w is not None}) < len(words) - 2  # some words are several pieces
+    picks = []
+    for seed in range(6):
+        hidden = masked_positions(wp, ids, seed)
+        assert hidden and 0 not in hidden and len(ids) - 1 not in hidden
+        for w in {words[i] for i in hidden}:  # every piece of a touched word is hidden, nothing else of it kept
+            assert {i for i, x in enumerate(words) if x == w} <= hidden, (seed, w)
+        picks.append(frozenset(hidden))
+    assert masked_positions(wp, ids, 0) == picks[0] and len(set(picks)) > 2  # seeded: reproducible, and varied
+
+
+def test_sentence_window_starts_and_ends_at_sentence_boundaries(bpe):
+    row = torch.tensor(bpe("ning of it. the dog ran to the door. a bird sings in the tree",
+                           add_special_tokens=False)["input_ids"])
+    window = sentence_window(bpe, row, length=10)  # reaches into the next sentence: cut after the full stop
+    assert bpe.decode(window) == " the dog ran to the door."
+    assert bpe.decode(sentence_window(bpe, row, length=100)) == " the dog ran to the door. a bird sings in the tree"
+
+
+def test_sampled_continuation_shows_words_where_greedy_shows_only_newlines(bpe):
+    prompt = torch.tensor(bpe("the cat sat on the mat")["input_ids"][:-1])
+    newline, the, cat = piece(bpe, "a\n", "Ċ"), piece(bpe, "a the", "Ġthe"), piece(bpe, "a cat", "Ġcat")
+    model = Stub("decoder", len(bpe), [newline, the, cat])  # '\n' likeliest (p 0.67) at every step
+    out = continue_text(model, bpe, prompt, seed=0)
+    text = out.splitlines()[1].split(":", 1)[1]
+    assert "empty" not in text and ("the" in text or "cat" in text), out
+    assert continue_text(model, bpe, prompt, seed=0) == out and continue_text(model, bpe, prompt, seed=1) != out
+
+
+def test_reconstruction_holds_back_the_end_and_never_outputs_pad(unigram):
+    src = torch.tensor([unigram("the cat sat on the mat")["input_ids"]])
+    batch = {"input_ids": src, "attention_mask": torch.ones_like(src),
+             "decoder_input_ids": torch.tensor([[unigram.pad_token_id, 5]]), "labels": torch.tensor([[5, -100]])}
+    word = piece(unigram, "a cat", "at")
+    stop_first = Stub("encoder-decoder", len(unigram), [unigram.eos_token_id, word])
+    assert "only </s>" in reconstruct(stop_first, unigram, batch, max_new=8)
+    held = reconstruct(stop_first, unigram, batch, max_new=8, min_new=3).splitlines()[2]
+    assert held.endswith("atatat") or "at" in held and "empty" not in held, held
+    pad_first = Stub("encoder-decoder", len(unigram), [unigram.pad_token_id, word, unigram.eos_token_id])
+    assert "at" in reconstruct(pad_first, unigram, batch, max_new=3).splitlines()[2]

@@ -50,6 +50,10 @@ def test_recipe_trains_end_to_end(tmp_path, capsys, recipe, sample_word):
     assert result["val"]["loss"] == pytest.approx(val[-1]["loss"])
 
     assert str(run) in out and "validation: loss" in out and sample_word in out
+    lines = out.splitlines()  # the quiet start: the changed values, one line per section, not the whole tree
+    header = lines[:[i for i, ln in enumerate(lines) if ln.startswith("full config: ")][0] + 1]
+    assert len(header) <= 8 and header[1] == "config: the recipe's defaults, except", header
+    assert header[-1].startswith(f"full config: {run / 'config.yaml'}") and "--- config ---" not in out
     if recipe == "bert_mlm":  # `pretrain eval RUN` recomputes the same validation metrics from final/
         again = evaluate_run(str(run), batches=2)
         assert again["loss"] == pytest.approx(val[-1]["loss"], rel=1e-5)

@@ -92,15 +92,69 @@ def _text(tokenizer, ids, who: str = "the model produced") -> str:
     return f"(empty: {who} only {listed})"
 
 
+def _texts(tokenizer, ids) -> list[str]:
+    return [token_text(tokenizer, i) for i in ids]
+
+
+def _starts_word(texts: list[str], special: list[bool], i: int) -> bool:
+    """Whether token i begins a word (or is punctuation): its text opens with a space or a non-alphanumeric, or it
+    follows a special token, whitespace or punctuation (byte-level BPE writes a word at a line start without a
+    space). A continuation piece (WordPiece '##ing', BPE 'ing' after 'runn') does not."""
+    text = texts[i]
+    if i == 0 or special[i] or special[i - 1] or not text or not text[0].isalnum():
+        return True
+    before = texts[i - 1]
+    return not before or not before[-1].isalnum()
+
+
+def word_spans(tokenizer, ids) -> list[tuple[int, int]]:
+    """(first, end) token positions of each alphabetic word inside the text (not touching its first or last token):
+    a word start followed by continuation pieces up to the next word start or punctuation."""
+    texts, special = _texts(tokenizer, ids), [int(i) in set(tokenizer.all_special_ids) for i in ids]
+    starts = [i for i in range(len(ids)) if _starts_word(texts, special, i)] + [len(ids)]
+    return [(i, j) for i, j in zip(starts, starts[1:])
+            if 1 <= i and j < len(ids) and not special[i] and "".join(texts[i:j]).strip().isalpha()]
+
+
+def whole_words(tokenizer, ids, min_letters: int = 3) -> list[int]:
+    """Positions of the tokens that are each a whole word of `min_letters`+ letters inside the text: masking one
+    hides exactly one word, never a piece of one."""
+    texts = _texts(tokenizer, ids)
+    return [i for i, j in word_spans(tokenizer, ids) if j == i + 1 and len(texts[i].strip()) >= min_letters]
+
+
+def _ends_sentence(text: str) -> bool:
+    return text.rstrip(" ").endswith((".", "!", "?", "\n"))
+
+
+def sentence_window(tokenizer, row: torch.Tensor, length: int) -> torch.Tensor:
+    """At most `length` tokens of `row` that start where a sentence starts (after '.', '!', '?', a newline or a
+    special token; packed blocks begin anywhere, often mid-word) and end after the last sentence end in reach, else
+    before the last word start, so the shown text is never cut inside a word."""
+    texts, special = _texts(tokenizer, row), [int(i) in set(tokenizer.all_special_ids) for i in row]
+    starts = [i for i in range(1, len(row)) if not special[i] and texts[i].strip()[:1].isalpha()
+              and _starts_word(texts, special, i) and (special[i - 1] or _ends_sentence(texts[i - 1]))]
+    first = starts[0] if starts else 0
+    last = min(first + length, len(row))
+    if last < len(row):  # cut at a boundary: after a sentence end, else before a word start
+        ends = [j for j in range(first + 2, last + 1) if _ends_sentence(texts[j - 1])]
+        cuts = ends or [j for j in range(first + 2, last) if _starts_word(texts, special, j)]
+        last = cuts[-1] if cuts and cuts[-1] > first + length // 2 else last
+    return row[first:last]
+
+
 @torch.no_grad()
-def fill_mask(model, tokenizer, ids: torch.Tensor, n_masks: int = 2, top_k: int = 5) -> str:
-    special = set(tokenizer.all_special_ids)
-    candidates = [i for i in range(1, len(ids) - 1) if int(ids[i]) not in special and _wordy(tokenizer, ids[i])]
-    if not candidates:
-        candidates = [i for i in range(1, len(ids) - 1) if int(ids[i]) not in special]
-    if not candidates or tokenizer.mask_token_id is None:
+def fill_mask(model, tokenizer, ids: torch.Tensor, n_masks: int = 2, top_k: int = 5, seed: int = 0) -> str:
+    """Hide `n_masks` whole words at positions drawn with `seed` (never a piece of a word, never picked by hand)
+    and show the model's top_k candidates for each [MASK]. Words that are one token of 3+ letters are preferred;
+    where there are none (a tiny vocabulary) every piece of the drawn words is hidden."""
+    if tokenizer.mask_token_id is None:
         return "(no maskable token)"
-    picks = [candidates[(j + 1) * len(candidates) // (n_masks + 1)] for j in range(n_masks)]
+    candidates = [(i, i + 1) for i in whole_words(tokenizer, ids)] or word_spans(tokenizer, ids)
+    if not candidates:
+        return "(no whole word to mask)"
+    order = torch.randperm(len(candidates), generator=generator(seed, "fill-mask")).tolist()
+    picks = sorted(p for k in order[:n_masks] for p in range(*candidates[k]))
     masked = ids.clone()
     masked[picks] = tokenizer.mask_token_id
     hidden = model(masked[None])
@@ -115,14 +169,19 @@ def fill_mask(model, tokenizer, ids: torch.Tensor, n_masks: int = 2, top_k: int 
 
 
 @torch.no_grad()
-def continue_text(model, tokenizer, prompt: torch.Tensor, new_tokens: int = 32) -> str:
-    ids = prompt.clone()
+def continue_text(model, tokenizer, prompt: torch.Tensor, new_tokens: int = 32, top_k: int = 40,
+                  seed: int = 0) -> str:
+    """Continue `prompt` by sampling each token from the model's top_k (seeded, so the sample is reproducible).
+    Sampling rather than greedy: a briefly trained model's single likeliest token is often a newline, forever."""
+    ids, gen = prompt.clone(), generator(seed, "continue")
     limit = model.config.max_seq_len
     for _ in range(new_tokens):
         window = ids[-limit:]
         hidden = model(window[None])
-        nxt = model.logits(hidden[0, -1]).argmax(-1)
-        ids = torch.cat([ids, nxt[None]])
+        logits = model.logits(hidden[0, -1]).float().cpu()
+        top = logits.topk(min(top_k, logits.numel()))
+        nxt = top.indices[torch.multinomial(top.values.softmax(-1), 1, generator=gen)].to(ids.device)
+        ids = torch.cat([ids, nxt])
         if int(nxt) == tokenizer.eos_token_id:
             break
     return (f"  prompt:       {_text(tokenizer, prompt, 'the prompt holds')}\n"
@@ -130,14 +189,22 @@ def continue_text(model, tokenizer, prompt: torch.Tensor, new_tokens: int = 32) 
 
 
 @torch.no_grad()
-def reconstruct(model, tokenizer, batch: dict, max_new: int) -> str:
+def reconstruct(model, tokenizer, batch: dict, max_new: int, min_new: int = 0) -> str:
+    """Greedy decoding of the corrupted input. The pad token (T5's decoder start) is never an output, and the end of
+    text is held back for the first `min_new` tokens: a briefly trained model's likeliest first token is often </s>,
+    which would show nothing."""
     keep = batch["attention_mask"][0].bool() if "attention_mask" in batch else slice(None)
     src = batch["input_ids"][0][keep]
     enc = model.encode(src[None])
     out = batch["decoder_input_ids"][0, :1]  # the objective's decoder start token
-    for _ in range(min(max_new, model.config.max_seq_len - 1)):
+    for step in range(min(max_new, model.config.max_seq_len - 1)):
         hidden = model.decode(out[None], enc)
-        nxt = model.logits(hidden[0, -1]).argmax(-1)
+        scores = model.logits(hidden[0, -1]).float()
+        banned = {tokenizer.pad_token_id} - {tokenizer.eos_token_id}
+        if step < min_new:
+            banned.add(tokenizer.eos_token_id)
+        scores[sorted(banned - {None})] = float("-inf")
+        nxt = scores.argmax(-1)
         out = torch.cat([out, nxt[None]])
         if int(nxt) == tokenizer.eos_token_id:
             break
@@ -148,16 +215,10 @@ def reconstruct(model, tokenizer, batch: dict, max_new: int) -> str:
             f"  model output:    {_text(tokenizer, out[1:])}")
 
 
-def _wordy(tokenizer, token_id) -> bool:
-    """A whole word of 3+ letters (not a continuation piece): worth masking in a demo."""
-    token = tokenizer.convert_ids_to_tokens(int(token_id))
-    return not token.startswith("##") and len(token.lstrip("Ġ▁")) >= 3 and token.lstrip("Ġ▁").isalpha()
-
-
 def pick_block(tokenizer, val_blocks, n: int = 50) -> torch.Tensor:
-    """Of the first n validation blocks, the one richest in words (the built-in corpus also holds code)."""
+    """Of the first n validation blocks, the one richest in whole words (the built-in corpus also holds code)."""
     rows = get_blocks(val_blocks, torch.arange(min(n, len(val_blocks))))
-    scores = [sum(_wordy(tokenizer, t) for t in row[:64]) for row in rows]
+    scores = [len(whole_words(tokenizer, row[:64])) for row in rows]
     return rows[max(range(len(scores)), key=scores.__getitem__)][None]
 
 
@@ -172,12 +233,16 @@ def sample(model, tokenizer, objective, val_blocks, seed: int = 0, length: int =
         if model.config.head_outputs:
             return f"(no sample: the model's head gives {model.config.head_outputs} logit(s) per token, no words)"
         if arch == "encoder":
-            return "fill-mask:\n" + fill_mask(model, tokenizer, block[0, :length].to(device))
+            window = sentence_window(tokenizer, block[0], length)
+            return "fill-mask:\n" + fill_mask(model, tokenizer, window.to(device), seed=seed)
         if arch == "decoder":
-            return "greedy continuation:\n" + continue_text(model, tokenizer, block[0, :length // 2].to(device))
+            prompt = sentence_window(tokenizer, block[0], length // 2)
+            return (f"sampled continuation (top-40, seed {seed}):\n"
+                    + continue_text(model, tokenizer, prompt.to(device), seed=seed))
         batch = objective.collate(block, generator(seed, "sample"))
         batch = {k: v[:1].to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         n_target = int((batch["labels"][0] != -100).sum())
-        return "reconstruction (greedy):\n" + reconstruct(model, tokenizer, batch, max_new=n_target + 8)
+        return "reconstruction (greedy):\n" + reconstruct(model, tokenizer, batch, max_new=n_target + 8,
+                                                         min_new=n_target // 2)
     finally:
         model.train(was_training)

@@ -174,11 +174,16 @@ def _flatten(values: dict, prefix: str = "") -> dict:
     return flat
 
 
+def _print_config_spelling(arg: str) -> str:
+    """jsonargparse's own `--print_config[=flags]`, also spelt `--print-config` like the toolkit's other flags."""
+    return "--print_config" + arg[len("--print-config"):] if arg.split("=", 1)[0] == "--print-config" else arg
+
+
 def parse_config(argv: list[str] | None, defaults: dict | None = None, prog: str = "pretrain train",
                  saved_config: str | None = None, check: bool = True) -> TrainConfig:
     """Parse argv into a TrainConfig. saved_config: a run's config.yaml inserted below the user's --config/flags."""
     parser = build_parser(prog, defaults)
-    argv = _wrap_list_values(list(argv or []))
+    argv = _wrap_list_values([_print_config_spelling(a) for a in argv or []])
     _check_config_files(argv)
     if saved_config is not None:
         argv = ["--config", saved_config] + argv

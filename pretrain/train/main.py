@@ -12,9 +12,11 @@ from pathlib import Path
 
 from ..inspect.sample import sample
 from .build import build_model, build_run, make_accelerator
-from .config import TrainConfig, load_config, saved_form, to_yaml
+from .config import TrainConfig, load_config, parse_config, saved_form, to_yaml
+from .config_summary import summary_lines
 from .decay import inherit_metrics, starts_here
 from .engines import engine_note
+from .run_dir import RunDir
 from .trackers import flat_config, tracker_setup
 from .trainer import Trainer
 
@@ -22,16 +24,21 @@ from .trainer import Trainer
 def train_main(defaults: dict | None = None, argv: list[str] | None = None, prog: str | None = None) -> dict:
     prog = prog or (os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0].endswith(".py") else "pretrain train")
     cfg = load_config(argv if argv is not None else sys.argv[1:], defaults, prog)
-    return run_training(cfg)
+    baseline = parse_config([], defaults, prog, check=False)
+    return run_training(cfg, baseline, "the recipe's defaults" if defaults else "the defaults")
 
 
-def run_training(cfg: TrainConfig) -> dict:
+def run_training(cfg: TrainConfig, baseline: TrainConfig | None = None, origin: str = "the defaults") -> dict:
+    """Train one run. baseline: the config the start-up summary compares against (None: `pretrain train`'s
+    defaults), named `origin` there."""
     run_path = Path(cfg.run.output_dir)
     log_with, init_kwargs = tracker_setup(cfg.run.report_to, run_path, cfg.run.name or run_path.name,
                                           is_main=is_main_by_environment())
     acc = make_accelerator(cfg, run_path, log_with)
     if acc.is_main_process:
-        print(f"run directory: {run_path}\n--- config ---\n{to_yaml(cfg)}--------------", flush=True)
+        baseline = baseline if baseline is not None else parse_config([], None, check=False)
+        print("\n".join([f"run directory: {run_path}",
+                         *summary_lines(cfg, baseline, str(RunDir(run_path).config), origin)]), flush=True)
     run = build_run(cfg, acc)
     try:  # the run directory is this run's until it returns or dies (pretrain/train/run_lock.py)
         return _train(cfg, acc, run, log_with, init_kwargs)
