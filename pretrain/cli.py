@@ -73,7 +73,7 @@ def cmd_export(argv: list[str]) -> int:
 
 
 def cmd_finetune(argv: list[str]) -> int:
-    from .downstream.command import finetune_main
+    from .evaluate.command import finetune_main
 
     return finetune_main(argv)
 
