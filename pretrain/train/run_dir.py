@@ -46,8 +46,9 @@ class RunDir:
     CONFIG, MODEL_CONFIG, TOKENIZER, METRICS = CONFIG, MODEL_CONFIG, "tokenizer", "metrics.jsonl"
     CHECKPOINTS, FINAL, INIT, TENSORBOARD, WANDB = "checkpoints", "final", "init", "tensorboard", "wandb"
     FINETUNE, FINETUNE_RESULTS = "finetune", "results.json"
+    SCORE = "score"  # RUN/score/results.json: zero-shot minimal pairs from `pretrain score`
     # what a run directory may hold; --overwrite deletes these (and leftovers of killed writes)
-    ENTRIES = (CONFIG, MODEL_CONFIG, METRICS, CHECKPOINTS, FINAL, TOKENIZER, WANDB, TENSORBOARD, FINETUNE)
+    ENTRIES = (CONFIG, MODEL_CONFIG, METRICS, CHECKPOINTS, FINAL, TOKENIZER, WANDB, TENSORBOARD, FINETUNE, SCORE)
 
     def __init__(self, path):
         self.path = Path(path)
