@@ -94,15 +94,12 @@ def corpus_pairs(texts, n: int = 400, seed: int = 0) -> list[Pair]:
     order = list(range(len(pool)))
     rng.shuffle(order)
     per_kind = max(1, n // len(PERTURBATIONS))
-    out: list[Pair] = []
-    k = 0
-    for kind in PERTURBATIONS:
-        made = 0
-        while made < per_kind and k < len(order):
-            good = pool[order[k]]
-            k += 1
-            bad = perturb(good, kind, rng, neighbours)
+    made = {kind: [] for kind in PERTURBATIONS}
+    for k in order:  # each sentence goes to the kind with fewest pairs that can change it
+        for kind in sorted((kind for kind in PERTURBATIONS if len(made[kind]) < per_kind),
+                           key=lambda kind: len(made[kind])):
+            bad = perturb(pool[k], kind, rng, neighbours)
             if bad is not None:
-                out.append(Pair(good, bad, kind))
-                made += 1
-    return out
+                made[kind].append(Pair(pool[k], bad, kind))
+                break
+    return [pair for kind in PERTURBATIONS for pair in made[kind]]
