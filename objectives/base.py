@@ -21,6 +21,8 @@ import torch
 from models import family_names, get_family
 from models.errors import UserError
 
+from . import scoring
+
 OBJECTIVES: dict[str, type] = {}
 ARCHS = ("encoder", "decoder", "encoder-decoder")
 
@@ -242,6 +244,33 @@ class Objective:
         device = next(model.parameters()).device
         hidden = model(**{k: v.to(device) if v is not None else None for k, v in batch.items()})
         return model.logits(hidden[torch.arange(len(positions), device=device), index.to(device)])
+
+    # ---- zero-shot scoring of a sentence (pretrain score, minimal pairs): see objectives/scoring.py ------------
+    def score_method(self, variant: str = "word") -> str:
+        """How it scores a sentence, printed beside every result."""
+        hole = "the token and the rest of its word" if variant == "word" else "the token alone"
+        return {"decoder": "sum of token log-probabilities after EOS (the token before every document)",
+                "encoder": f"pseudo-log-likelihood, `[MASK]` over {hole}",
+                "encoder-decoder": "prefix LM: the first token as prefix, the decoder scores the rest"
+                }[self.model_cfg.arch]
+
+    def score_rows(self, ids: list[int], starts: list[bool], variant: str = "word") -> list:
+        """The ScoreRows whose summed log-probabilities score the sentence `ids` (its text's tokens, no specials;
+        starts: does each begin a word). The default per shape: a decoder reads EOS then the sentence (documents
+        are joined by EOS), an encoder answers a mask over each token in turn (followed by EOS, the document's
+        end), an encoder-decoder as a prefix LM."""
+        arch = self.model_cfg.arch
+        if arch == "decoder":
+            return scoring.causal_rows(ids, self.eos_id)
+        if arch == "encoder":
+            return scoring.pll_rows(ids, starts, self.mask_id, variant, suffix=[self.eos_id])
+        return scoring.prefix_rows(ids, self.decoder_start_id)
+
+    @torch.no_grad()
+    def score_logits(self, model, batch: dict, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """[n, vocab] logits at (rows[k], positions[k]) of the padded batch (override to answer through parameters
+        of one's own, as ELECTRA's generator does)."""
+        return model.logits(model(**batch)[rows, positions])
 
     # ---- helpers for subclasses ----------------------------------------------------------------------------
     @property

@@ -136,6 +136,20 @@ class ReplacedTokenDetection(MaskedLM):
         select[torch.arange(len(positions), device=device), index.to(device)] = True
         return self.module(model, batch["input_ids"], batch.get("attention_mask"), select=select)
 
+    def score_method(self, variant="word"):
+        return super().score_method(variant) + ", answered by the generator (the discriminator cannot score text)"
+
+    @torch.no_grad()
+    def score_logits(self, model, batch, rows, positions):
+        """The generator answers the pseudo-log-likelihood, through the shared embeddings."""
+        select = torch.zeros(batch["input_ids"].shape, dtype=torch.bool, device=batch["input_ids"].device)
+        select[rows, positions] = True  # the generator returns selected positions in row-major order
+        order = torch.argsort(rows * batch["input_ids"].shape[1] + positions)
+        logits = self.module(model, batch["input_ids"], batch.get("attention_mask"), select=select)
+        out = torch.empty_like(logits)
+        out[order] = logits
+        return out
+
     def own_flops(self, batch: dict) -> float:
         """The generator: its layers and projection on every token, its head on the expected selected share."""
         ids = batch["input_ids"]

@@ -35,6 +35,7 @@ import torch
 from models.errors import UserError
 
 from .base import Objective, as_blocks, check_fraction, cut, model_inputs, predict, register, with_padding
+from .scoring import infill_rows
 from .words import word_start_table, word_starts
 
 
@@ -239,6 +240,16 @@ class TextInfilling(Objective):
                    for r, p in zip(cut(windows, positions, variant), positions)]
         decoder = [[self.decoder_start_id, bos] + r[:p] for r, p in zip(windows, positions)]
         return self.seq2seq_cloze(encoder, decoder, [p + 1 for p in positions])
+
+    def score_method(self, variant="word"):
+        hole = "the token and the rest of its word" if variant == "word" else "the token"
+        return f"`<mask>` over {hole} in the input, the decoder's reconstruction scored at the token"
+
+    def score_rows(self, ids, starts, variant="word"):
+        """Each token in turn: its hole replaced by <mask> in <s> ... </s>, the decoder reads the original text
+        teacher-forced up to the token and predicts it, as the cloze asks."""
+        bos = self.bos_id if self.bos_id is not None else self.tokenizer.cls_token_id
+        return infill_rows(ids, starts, self.mask_id, bos, self.eos_id, self.decoder_start_id, variant)
 
 
 def insertion_growth(words: int, mask_ratio: float, poisson_lambda: float, rows: int = 200) -> int:

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from models.errors import UserError
 
 from .base import Objective, as_blocks, check_fraction, cut, model_inputs, predict, register, with_padding
+from .scoring import span_rows
 
 
 def span_counts(length: int, noise_density: float, mean_span_length: float) -> tuple:
@@ -268,3 +269,12 @@ class SpanCorruption(Objective):
         sentinel = int(self.sentinel_ids[0])
         return self.seq2seq_cloze(encoder_rows, [[self.decoder_start_id, sentinel]] * len(encoder_rows),
                                   [1] * len(encoder_rows))
+
+    def score_method(self, variant="word"):
+        hole = "the token and the rest of its word" if variant == "word" else "the token"
+        return f"`<extra_id_0>` over {hole} in the input, the decoder's `<extra_id_0>` then the token scored"
+
+    def score_rows(self, ids, starts, variant="word", prefix=()):
+        """Each token in turn: its hole replaced by <extra_id_0>, the decoder reads [start, <extra_id_0>] and
+        predicts the token, as the cloze asks."""
+        return span_rows(ids, starts, int(self.sentinel_ids[0]), self.decoder_start_id, self.eos_id, variant, prefix)

@@ -206,6 +206,13 @@ class MixtureOfDenoisers(Objective):
         rows = self.span.cloze_rows(windows, positions, variant)
         return self.span.sentinel_cloze([[self.paradigm_ids["r"]] + r for r in rows])
 
+    def score_method(self, variant="word"):
+        return "`[NLU]` + " + self.span.score_method(variant)
+
+    def score_rows(self, ids, starts, variant="word"):
+        """Scored as its R-denoiser, as the cloze asks: [NLU] before span corruption's rows."""
+        return self.span.score_rows(ids, starts, variant, prefix=[self.paradigm_ids["r"]])
+
 
 def part_metrics(name: str, loss, right, n) -> dict:
     """name_loss / name_accuracy / name_n_predicted of a part of the examples (the whole batch: name "")."""

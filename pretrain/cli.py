@@ -5,6 +5,7 @@
     pretrain eval RUN_DIR [--batches N] [--checkpoint step_N] [--document-masking on|off]
     pretrain export RUN_DIR --out DIR [--push-to-hub ORG/NAME]   |   pretrain export --from-hub ID --out RUN
     pretrain finetune RUN_OR_FOLDER [--task stdlib-area | --task train.csv | --task hub:DATASET[:CONFIG]]
+    pretrain score RUN_OR_FOLDER_OR_HUB_ID [--pairs grammar corpus 'blimp/*.jsonl' ...] [--json]
     pretrain compare CONFIG.yaml [--only a+b,c+d]
     pretrain attention RUN_DIR --text "..." [--out maps.png]
 
@@ -31,6 +32,7 @@ commands:
   eval       evaluate a finished run on its validation split: pretrain eval RUN_DIR
   export     a run -> a Hugging Face folder / the Hub, or a Hugging Face model -> a run
   finetune   fine-tune and probe a pretrained model on a classification task (built-in, local files, Hub)
+  score      zero-shot minimal pairs (built-in grammar set, pairs from the corpus, BLiMP files) for any model
   compare    train several objectives on one corpus at an equal budget and write a report
   attention  plot a trained model's attention weights for a text
 
@@ -73,9 +75,15 @@ def cmd_export(argv: list[str]) -> int:
 
 
 def cmd_finetune(argv: list[str]) -> int:
-    from .downstream.command import finetune_main
+    from .evaluate.command import finetune_main
 
     return finetune_main(argv)
+
+
+def cmd_score(argv: list[str]) -> int:
+    from .evaluate.score_command import score_main
+
+    return score_main(argv)
 
 
 def cmd_compare(argv: list[str]) -> int:
@@ -106,7 +114,7 @@ def cmd_attention(argv: list[str]) -> int:
 
 
 COMMANDS = {"train": cmd_train, "prepare": cmd_prepare, "eval": cmd_eval, "export": cmd_export,
-            "finetune": cmd_finetune, "compare": cmd_compare, "attention": cmd_attention}
+            "finetune": cmd_finetune, "score": cmd_score, "compare": cmd_compare, "attention": cmd_attention}
 
 
 def main(argv=None) -> int:

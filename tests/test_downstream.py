@@ -87,10 +87,10 @@ def test_shuffled_labels_stay_at_chance(family, runs, task_files, tmp_path, one_
 
 
 def test_probe_leaves_the_backbone_bit_identical(runs, task_files, tmp_path):
-    from pretrain.downstream.classifier import classifier, open_backbone
-    from pretrain.downstream.finetune import probe
-    from pretrain.downstream.recipe import ProbeRecipe
-    from pretrain.downstream.tasks import TaskSpec, load_task
+    from pretrain.evaluate.classifier import classifier, open_backbone
+    from pretrain.evaluate.finetune import probe
+    from pretrain.evaluate.recipe import ProbeRecipe
+    from pretrain.evaluate.tasks import TaskSpec, load_task
 
     task = load_task(TaskSpec(task=str(task_files["train"]), validation=str(task_files["validation"]),
                               test=str(task_files["test"])))
@@ -182,7 +182,7 @@ def test_hub_task_offline_and_usage_errors(runs, tmp_path, monkeypatch):
 
 def test_generic_transformer_family_refused(tmp_path):
     """A preset transformers has no class for: the export's refusal, one line."""
-    from pretrain.downstream.classifier import open_backbone
+    from pretrain.evaluate.classifier import open_backbone
     from pretrain.errors import UserError
     from pretrain.train.main import train_main
 
@@ -201,7 +201,7 @@ def test_generic_transformer_family_refused(tmp_path):
 
 # ---- the scores are the textbook ones --------------------------------------------------------------------------
 def test_scores_against_hand_computed_values():
-    from pretrain.downstream.scores import scores, spread
+    from pretrain.evaluate.scores import scores, spread
 
     gold = [0, 0, 0, 1, 1, 1, 1, 0]
     pred = [0, 1, 0, 1, 1, 0, 1, 0]  # tp 3, tn 3, fp 1, fn 1

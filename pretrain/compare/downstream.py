@@ -1,5 +1,5 @@
 """The comparison's downstream section: every trained (run, seed) probed and fine-tuned on one labelled task
-(pretrain/downstream, the same recipe for all), each beside a random-init model of its own architecture.
+(pretrain/evaluate, the same recipe for all), each beside a random-init model of its own architecture.
 
     task = check_task(cfg)                        # before anything trains: a bad task is refused at once
     evaluate_runs(cfg, task, runs)                # RUN/finetune/<task>/results.json per run (reused when current)
@@ -25,10 +25,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from .. import document  # noqa: E402
 from ..atomic import write_text_atomic  # noqa: E402
-from ..downstream.classifier import open_backbone  # noqa: E402
-from ..downstream.evaluate import evaluate, headline_split  # noqa: E402
-from ..downstream.recipe import FinetuneRecipe, ProbeRecipe  # noqa: E402
-from ..downstream.tasks import TaskSpec, load_task  # noqa: E402
+from ..evaluate.classifier import open_backbone  # noqa: E402
+from ..evaluate.evaluate import evaluate, headline_split  # noqa: E402
+from ..evaluate.recipe import FinetuneRecipe, ProbeRecipe  # noqa: E402
+from ..evaluate.tasks import TaskSpec, load_task  # noqa: E402
 from ..errors import ConfigError  # noqa: E402
 
 CELLS = [("probe", "pretrained"), ("probe", "random_init"), ("finetune", "pretrained"), ("finetune", "random_init")]

@@ -61,8 +61,9 @@ class RunDir:
     CHECKPOINTS, FINAL, INIT, TENSORBOARD, WANDB = "checkpoints", "final", "init", "tensorboard", "wandb"
     FINETUNE, FINETUNE_RESULTS = "finetune", "results.json"
     LOCK = ".lock"  # not an entry: --overwrite keeps it (run_lock.py)
+    SCORE = "score"  # RUN/score/results.json: zero-shot minimal pairs from `pretrain score`
     # what a run directory may hold; --overwrite deletes these (and leftovers of killed writes)
-    ENTRIES = (CONFIG, MODEL_CONFIG, METRICS, CHECKPOINTS, FINAL, TOKENIZER, WANDB, TENSORBOARD, FINETUNE)
+    ENTRIES = (CONFIG, MODEL_CONFIG, METRICS, CHECKPOINTS, FINAL, TOKENIZER, WANDB, TENSORBOARD, FINETUNE, SCORE)
 
     def __init__(self, path):
         self.path = Path(path)

@@ -1,4 +1,4 @@
-"""Fine-tune or probe one model on one task, and score it (recipes: pretrain/downstream/recipe.py).
+"""Fine-tune or probe one model on one task, and score it (recipes: pretrain/evaluate/recipe.py).
 
     fine_tune(backbone, task, recipe, pretrained=True, seed=0, progress=None) -> {"validation": scores, "test": ...}
     probe(backbone, task, recipe, pretrained=True, seed=0) -> {"validation": ..., "test": ..., "l2": ...}
