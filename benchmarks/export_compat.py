@@ -230,6 +230,11 @@ def print_table(refs: list[dict], results: dict) -> int:
         if ref["continued"] is not None:
             print(f"  {ref['case']}: {ref['prompt']!r} -> {ref['continued']!r}")
     print(f"\n{len(rows) - failed} of {len(rows)} exports load alike in transformers {v4} and {v5}")
+    from pretrain.export.compat import VERIFIED_WITH
+
+    if not failed and (v4, v5) != VERIFIED_WITH:
+        print(f"model cards name {' and '.join(VERIFIED_WITH)}: set VERIFIED_WITH in pretrain/export/compat.py to "
+              f"{(v4, v5)} to name these")
     return 1 if failed else 0
 
 
