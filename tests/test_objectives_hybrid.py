@@ -101,6 +101,15 @@ def test_causal_share_per_batch_is_the_papers():
     assert set(counts) == {0, 1} and abs(sum(counts) / (8 * 400) - PAPER_CAUSAL_SHARE) < 0.01  # 8 rows: 1 in 2
 
 
+def test_all_causal_is_clm_and_keeps_the_fast_path():
+    tok = bpe()
+    blocks = text_blocks(tok, 4, 17)
+    ours = hybrid(tok, causal_share=1.0).collate(blocks, torch.Generator().manual_seed(0))
+    clm = build_objective("clm", tok, model_config("gpt2", tok)).collate(blocks, torch.Generator())
+    assert set(ours) == set(clm) == {"input_ids", "labels"}  # no causal rows: the decoder's no-mask path
+    assert all(torch.equal(ours[k], clm[k]) for k in clm)
+
+
 def test_targets_are_shifted_one_position():
     tok = bpe()
     obj = hybrid(tok, causal_share=0.5)
