@@ -1,3 +1,5 @@
-"""The application, split along the data flow: data/ (corpus, tokenizer, packing), train/ (config, the composition
-root, the trainer, checkpoints, the run directory), export/ (transformers, the Hub, model cards), compare/ (the
-comparison of objectives and its report), inspect/ (samples, attention pictures), and cli.py on top."""
+"""The application, split along the data flow: data/ (corpus, tokenizer, packing), inspect/ (samples, attention
+pictures), train/ (config, the composition root, the trainer, checkpoints, the run directory), export/
+(transformers, the Hub, model cards), downstream/ (fine-tuning and probing), compare/ (the comparison of objectives
+and its report), and cli.py on top. Each may import only those before it (pyproject.toml's import-linter
+contracts, checked by tests/test_layering.py)."""

@@ -1,6 +1,6 @@
 """The layering, as pyproject.toml's import-linter contracts state it: models <- objectives <- pretrain; inside
-pretrain cli > compare | export > train > inspect > data > shared pieces; no import circles in any package. The
-contracts hold on the tree, and break when a forbidden import is added to a copy of it."""
+pretrain cli > compare > downstream > export > train > inspect > data > shared pieces; no import circles in any
+package. The contracts hold on the tree, and break when a forbidden import is added to a copy of it."""
 import shutil
 import subprocess
 import sys
