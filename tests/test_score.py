@@ -195,6 +195,9 @@ def test_score_command_json_per_phenomenon_and_skips(runs, tmp_path, one_thread)
     assert set(report["sources"]["corpus"]["groups"]) == set(PERTURBATIONS)
     assert "pseudo-log-likelihood" in report["method"]
     assert json.loads((run / "score" / "results.json").read_text()) == report
+    assert run_cli(["export", run, "--out", tmp_path / "card"])[0] == 0  # the model card shows the scores
+    card = (tmp_path / "card" / "README.md").read_text()
+    assert f"zero-shot minimal pairs `{blimp}`" in card and "accuracy" in card
 
 
 @pytest.mark.parametrize("case", ["no_columns", "empty", "offline_hub", "corpus_without_run", "missing"])

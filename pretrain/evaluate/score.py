@@ -53,8 +53,7 @@ class Scorer:
 
 def run_scorer(model, objective, tokenizer, variant: str = "word", description: str = "") -> Scorer:
     """A model of this toolkit scored as its objective frames a sentence."""
-    cfg = objective.model_cfg
-    positions = None if cfg.position == "relative" else cfg.max_seq_len
+    positions = objective.model_cfg.max_seq_len  # every model refuses longer input, relative positions too
 
     def logits(batch, rows, pos):
         return objective.score_logits(model, batch, rows, pos)

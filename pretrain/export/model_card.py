@@ -19,6 +19,7 @@ from objectives import OBJECTIVES  # noqa: E402
 from .. import document  # noqa: E402
 from ..data.corpus import describe_corpus  # noqa: E402
 from ..train.run_dir import RunDir  # noqa: E402
+from .score_card import zero_shot_lines  # noqa: E402
 
 PIPELINE_TAGS = {"encoder": "fill-mask", "decoder": "text-generation", "encoder-decoder": "text2text-generation"}
 AUTO_CLASSES = {"encoder": "AutoModelForMaskedLM", "decoder": "AutoModelForCausalLM",
@@ -130,6 +131,7 @@ def card_facts(record, model_cfg, family: str, hf_class: str, tokenizer=None, na
     facts["training"] = training
     facts["val"] = [(k, _fmt(v)) for k, v in record.val.items()]
     facts["downstream"] = [downstream_line(task, r) for task, r in RunDir(record.run_dir).finetune_results().items()]
+    facts["downstream"] += zero_shot_lines(record.run_dir)
     return facts
 
 
