@@ -120,6 +120,18 @@ def test_encoder_decoder_run_scores_as_its_export_and_batched_as_unbatched(runs,
     assert native.method == hf.method
 
 
+def test_electra_scores_through_its_generator_in_the_run_and_the_export(tmp_path, one_thread):
+    corpus = write_corpus(tmp_path / "corpus", n_paragraphs=40)
+    run = family_run(tmp_path / "run", "bert", corpus, tmp_path / "cache", 2,
+                     **{"--model.preset": "electra", "--objective.name": "electra"})
+    assert run_cli(["export", run, "--out", tmp_path / "export"])[0] == 0
+    native, hf = open_scorer(str(run)), open_scorer(str(tmp_path / "export"))
+    ids = [native.encode(t) for t in SENTENCES]
+    assert sentence_scores(native, ids) == pytest.approx(sentence_scores(hf, ids), abs=1e-5)
+    assert native.method == hf.method and "generator" in native.method
+    assert "ElectraForMaskedLM" in hf.description
+
+
 def test_batched_equals_unbatched_for_decoder_and_mlm(runs, one_thread):
     for family in ("gpt2", "bert"):
         scorer = open_scorer(str(runs[family][0]))

@@ -271,9 +271,10 @@ def hf_scorer(name: str, variant: str = "word") -> Scorer:
         prefix, suffix = ([], [eos]) if ours else _framing(tokenizer)
         rows = lambda ids, starts: scoring.pll_rows(ids, starts, tokenizer.mask_token_id, variant,  # noqa: E731
                                                     prefix, suffix)
-        method = f"pseudo-log-likelihood, `{tokenizer.mask_token}` over {hole}"
+        alone = "the token and the rest of its word" if variant == "word" else "the token alone"
+        method = f"pseudo-log-likelihood, `{tokenizer.mask_token}` over {alone}"
         if where.endswith("generator"):
-            method += ", answered by the ELECTRA generator (the discriminator cannot score text)"
+            method += ", answered by the generator (the discriminator cannot score text)"
     else:
         start = config.decoder_start_token_id
         if ours and "causal-lm" in tags:
