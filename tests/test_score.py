@@ -16,7 +16,6 @@ import torch
 
 from pretrain.cli import main as cli_main
 from pretrain.evaluate.grammar import grammar_pairs
-from pretrain.evaluate.pairs import Pair
 from pretrain.evaluate.perturb import PERTURBATIONS, corpus_pairs
 from pretrain.evaluate.score import Scorer, open_scorer, score_pairs, sentence_scores
 from train_fixtures import family_run, write_corpus
