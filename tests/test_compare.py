@@ -34,7 +34,8 @@ def tiny_defaults(tmp: Path, corpus: Path) -> dict:
             "tokenizer": {"kind": "bpe", "vocab_size": 400}, "budget": {"max_tokens": 4000},
             "train": {"seq_len": 32, "batch_size": 8, "eval_batches": 2, "warmup_steps": 3},
             "n_evals": 3, "progress": False,
-            "yardstick": {"window": 32, "n_windows": 40, "min_context": 8, "min_right": 4}}
+            "yardstick": {"window": 32, "n_windows": 40, "min_context": 8, "min_right": 4},
+            "pairs": {"corpus": 40, "grammar": 10}}
 
 
 def check_png(path: Path):
@@ -224,3 +225,21 @@ def test_yardstick_text_from_a_streamed_corpus(tmp_path):
     assert streamed.shape == (8, 16)
     with pytest.raises(UserError, match="validation_fraction"):
         held_out_windows(DataConfig(files=[str(corpus)], validation_fraction=0.0), tokenizer, window=16)
+
+
+def test_pairs_section(comparison):
+    """Every run and its random init scored on the corpus pairs and the grammar set, ± standard errors, per
+    perturbation and phenomenon, and a headline naming who beats their random init (issue 30)."""
+    out = comparison[0]
+    pairs = json.loads((out / "results.json").read_text())["pairs"]
+    assert pairs["sources"] == {"corpus": 40, "grammar": 110}
+    assert [e["name"] for e in pairs["runs"]] == [r["name"] for r in RUNS]
+    for e in pairs["runs"]:
+        for source in ("corpus", "grammar"):
+            for init in ("trained", "random_init"):
+                r = e[init][source]
+                assert r["n"] > 0 and 0 <= r["accuracy"] <= 1 and r["stderr"] > 0
+        assert set(e["trained"]["corpus"]["groups"]) == {"adjacent_swap", "replacement", "duplication", "half_swap"}
+    report = (out / "report.md").read_text()
+    assert "## Zero-shot minimal pairs" in report and "beat" in pairs["headline"]
+    assert "pseudo-log-likelihood" in report and "per phenomenon" in report

@@ -32,7 +32,7 @@ def tiny(out: Path, corpus: Path, runs: list, budget: dict, **extra) -> dict:
     return {"output_dir": str(out), "runs": copy.deepcopy(runs), "data": {"files": [str(corpus)]},
             "tokenizer": {"kind": "bpe", "vocab_size": 400}, "budget": budget,
             "train": {"seq_len": SEQ, "batch_size": BATCH, "eval_batches": 2, "warmup_steps": 3},
-            "n_evals": 2, "progress": False, "samples": False, "downstream": {"task": None},
+            "n_evals": 2, "progress": False, "samples": False, "downstream": {"task": None}, "pairs": {"enabled": False},
             "yardstick": {"window": 32, "n_windows": 20, "min_context": 8, "min_right": 4}, **extra}
 
 

@@ -172,7 +172,7 @@ def test_the_comparison_runs_it_and_says_the_generator_answers_the_cloze(tmp_pat
                          {**PROPOSED_RUN, "model": tiny}],
                 "tokenizer": {"kind": "bpe", "vocab_size": 400}, "budget": {"max_tokens": 2000},
                 "train": {"seq_len": 32, "batch_size": 8, "eval_batches": 2, "warmup_steps": 2},
-                "n_evals": 2, "progress": False, "samples": False, "downstream": {"task": None},
+                "n_evals": 2, "progress": False, "samples": False, "downstream": {"task": None}, "pairs": {"enabled": False},
                 "yardstick": {"window": 32, "n_windows": 30, "min_context": 8, "min_right": 4}}
     with contextlib.redirect_stdout(io.StringIO()):
         assert compare_main(["--only", "electra+rtd"], defaults) == 0

@@ -127,7 +127,7 @@ def test_the_comparison_yardstick_asks_the_objective(tmp_path, corpus):
                 "tokenizer": {"kind": "bpe", "vocab_size": 400}, "budget": {"max_tokens": 2000},
                 "train": {"seq_len": 32, "batch_size": 8, "eval_batches": 2, "warmup_steps": 2},
                 "n_evals": 2, "progress": False, "samples": False, "max_param_spread": 0.2,
-                "downstream": {"task": None},
+                "downstream": {"task": None}, "pairs": {"enabled": False},
                 "yardstick": {"window": 32, "n_windows": 30, "min_context": 8, "min_right": 4}}
     assert quiet(compare_main, [], defaults) == 0
     results = json.loads((tmp_path / "cmp" / "results.json").read_text())

@@ -16,7 +16,6 @@ import torch
 
 from pretrain.cli import main as cli_main
 from pretrain.evaluate.grammar import grammar_pairs
-from pretrain.evaluate.pairs import Pair
 from pretrain.evaluate.perturb import PERTURBATIONS, corpus_pairs
 from pretrain.evaluate.score import Scorer, open_scorer, score_pairs, sentence_scores
 from train_fixtures import family_run, write_corpus
@@ -120,6 +119,18 @@ def test_encoder_decoder_run_scores_as_its_export_and_batched_as_unbatched(runs,
     assert native.method == hf.method
 
 
+def test_electra_scores_through_its_generator_in_the_run_and_the_export(tmp_path, one_thread):
+    corpus = write_corpus(tmp_path / "corpus", n_paragraphs=40)
+    run = family_run(tmp_path / "run", "bert", corpus, tmp_path / "cache", 2,
+                     **{"--model.preset": "electra", "--objective.name": "electra"})
+    assert run_cli(["export", run, "--out", tmp_path / "export"])[0] == 0
+    native, hf = open_scorer(str(run)), open_scorer(str(tmp_path / "export"))
+    ids = [native.encode(t) for t in SENTENCES]
+    assert sentence_scores(native, ids) == pytest.approx(sentence_scores(hf, ids), abs=1e-5)
+    assert native.method == hf.method and "generator" in native.method
+    assert "ElectraForMaskedLM" in hf.description
+
+
 def test_batched_equals_unbatched_for_decoder_and_mlm(runs, one_thread):
     for family in ("gpt2", "bert"):
         scorer = open_scorer(str(runs[family][0]))
@@ -195,6 +206,9 @@ def test_score_command_json_per_phenomenon_and_skips(runs, tmp_path, one_thread)
     assert set(report["sources"]["corpus"]["groups"]) == set(PERTURBATIONS)
     assert "pseudo-log-likelihood" in report["method"]
     assert json.loads((run / "score" / "results.json").read_text()) == report
+    assert run_cli(["export", run, "--out", tmp_path / "card"])[0] == 0  # the model card shows the scores
+    card = (tmp_path / "card" / "README.md").read_text()
+    assert f"zero-shot minimal pairs `{blimp}`" in card and "accuracy" in card
 
 
 @pytest.mark.parametrize("case", ["no_columns", "empty", "offline_hub", "corpus_without_run", "missing"])

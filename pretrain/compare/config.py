@@ -53,6 +53,17 @@ class DownstreamSection:
 
 
 @dataclass
+class PairsSection:
+    """Zero-shot minimal pairs for every run and its random init (pretrain/compare/pair_scores.py)."""
+    enabled: bool = True
+    corpus: int = 400  # pairs made from the held-out validation text by word perturbations
+    grammar: int = 120  # pairs per phenomenon of the built-in English grammar set (0: none)
+    files: list[str] = field(default_factory=list)  # more sources: BLiMP .jsonl, .csv / .jsonl, globs
+    variant: str = "word"  # the hole of masked / span / infilling scores: word (Kauf & Ivanova 2023) or token
+    seed: int = 0
+
+
+@dataclass
 class CompareConfig:
     """A comparison of objectives: the runs, the shared corpus / tokenizer / training settings and the budget."""
     output_dir: str = "runs/compare"
@@ -74,6 +85,7 @@ class CompareConfig:
     max_param_spread: float = 0.10
     yardstick: YardstickSection = field(default_factory=YardstickSection)
     downstream: DownstreamSection = field(default_factory=DownstreamSection)
+    pairs: PairsSection = field(default_factory=PairsSection)
     attention_text: str = DEFAULT_TEXT
     attention_layer: int = -1
     samples: bool = True
@@ -93,7 +105,7 @@ def parse_compare_config(argv: list[str] | None, defaults: dict | None = None,
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the keys below")
     parser.add_class_arguments(CompareConfig, as_group=False, fail_untyped=False)
     if defaults:
-        sections = {"data", "tokenizer", "budget", "yardstick", "downstream"}
+        sections = {"data", "tokenizer", "budget", "yardstick", "downstream", "pairs"}
         flat = {}
         for key, value in defaults.items():  # dataclass sections by dotted keys; `train`, `runs` as whole values
             if key in sections and isinstance(value, dict):

@@ -40,6 +40,7 @@ from ..inspect.sample import sample  # noqa: E402
 from ..train.run_dir import RunDir  # noqa: E402
 from ..train.saved_run import load_run_model, load_run_spec, read_config  # noqa: E402
 from .downstream import downstream_facts, downstream_markdown  # noqa: E402
+from .pair_scores import pair_facts, pairs_markdown  # noqa: E402
 from .yardstick import CAVEATS, DEFINITION, cloze, cloze_positions, held_out_windows  # noqa: E402
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
@@ -433,6 +434,7 @@ def report_facts(cfg, runs: list[TrainedRun], tokenizer, task=None) -> dict:
     else:
         headers, rows = table_rows(results)
     facts["downstream"] = downstream_facts(cfg, task, runs, out)
+    facts["pairs"] = pair_facts(cfg, runs) if hasattr(cfg, "pairs") else None
     return {**facts, "plots": {k: str(v) for k, v in plots.items()},
             "comparable": COMPARABLE, "yardstick_definition": definition, "yardstick_caveats": CAVEATS,
             "table": {"headers": headers, "rows": rows}}
@@ -538,7 +540,7 @@ def report_markdown(data: dict, cfg) -> str:
     unfinished = ["## Not finished", f"Runs without a final model (rerun the comparison to finish them): "
                                      f"{', '.join(missing)}"] if missing else []
     downstream = downstream_markdown(data.get("downstream"), picture)
-    return document.join(*results, downstream, *yardstick, *looks, *unfinished)
+    return document.join(*results, pairs_markdown(data.get("pairs")), downstream, *yardstick, *looks, *unfinished)
 
 
 def write_report(cfg, runs: list[TrainedRun], tokenizer, task=None) -> dict:

@@ -53,8 +53,7 @@ class Scorer:
 
 def run_scorer(model, objective, tokenizer, variant: str = "word", description: str = "") -> Scorer:
     """A model of this toolkit scored as its objective frames a sentence."""
-    cfg = objective.model_cfg
-    positions = None if cfg.position == "relative" else cfg.max_seq_len
+    positions = objective.model_cfg.max_seq_len  # every model refuses longer input, relative positions too
 
     def logits(batch, rows, pos):
         return objective.score_logits(model, batch, rows, pos)
@@ -67,12 +66,9 @@ def run_scorer(model, objective, tokenizer, variant: str = "word", description: 
 # ---- the engine ---------------------------------------------------------------------------------------------------
 def _pad(rows: list[tuple], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, :len(r)] = 1
-    return ids, mask
+    ids = torch.tensor([list(r) + [pad_id] * (width - len(r)) for r in rows], dtype=torch.long)
+    mask = torch.arange(width)[None, :] < torch.tensor([len(r) for r in rows])[:, None]
+    return ids, mask.long()
 
 
 def _run_batch(scorer: Scorer, rows: list, device) -> torch.Tensor:
@@ -92,10 +88,10 @@ def _run_batch(scorer: Scorer, rows: list, device) -> torch.Tensor:
 
 @torch.no_grad()
 def sentence_scores(scorer: Scorer, sentences: list[list[int]], max_tokens: int = 8192, device=None,
-                    progress=None) -> list[float]:
+                    progress=None, rows: list[list] | None = None) -> list[float]:
     """The score of each tokenized sentence: all its rows in one batch with those of its neighbours, batches up to
     max_tokens padded tokens (a sentence with more rows than that goes alone). progress: a tqdm-like bar advanced
-    by one per sentence, or None."""
+    by one per sentence, or None. rows: the sentences' rows when the caller has them already."""
     device = device or torch.device("cpu")
     scores = [0.0] * len(sentences)
     pending: list[tuple[int, list]] = []
@@ -115,19 +111,18 @@ def sentence_scores(scorer: Scorer, sentences: list[list[int]], max_tokens: int 
 
     width = count = 0
     for i, ids in enumerate(sentences):
-        rows = scorer.sentence_rows(ids)
-        w = max([len(r.input_ids) for r in rows] + [len(r.decoder_input_ids or ()) for r in rows] + [1])
-        if pending and max(width, w) * (count + len(rows)) > max_tokens:
+        these = rows[i] if rows is not None else scorer.sentence_rows(ids)
+        w = max(_width(these), 1)
+        if pending and max(width, w) * (count + len(these)) > max_tokens:
             flush()
             width = count = 0
-        pending.append((i, rows))
-        width, count = max(width, w), count + len(rows)
+        pending.append((i, these))
+        width, count = max(width, w), count + len(these)
     flush()
     return scores
 
 
-def longest_row(scorer: Scorer, ids: list[int]) -> int:
-    rows = scorer.sentence_rows(ids)
+def _width(rows: list) -> int:
     return max([len(r.input_ids) for r in rows] + [len(r.decoder_input_ids or ()) for r in rows] + [0])
 
 
@@ -140,7 +135,7 @@ def score_pairs(scorer: Scorer, pairs: list, max_tokens: int = 8192, device=None
     """Accuracy of one model on pairs (objects with .good, .bad, .group): the whole and per group, plus the pairs
     skipped (identical text, identical tokens, longer than the model's positions) and the scoring method."""
     skipped = {"identical": 0, "same_tokens": 0, "too_long": 0}
-    kept, sentences = [], []
+    kept, sentences, rows = [], [], []
     for pair in pairs:
         if pair.good == pair.bad:
             skipped["identical"] += 1
@@ -149,16 +144,17 @@ def score_pairs(scorer: Scorer, pairs: list, max_tokens: int = 8192, device=None
         if good == bad:
             skipped["same_tokens"] += 1
             continue
-        if not good or not bad or scorer.max_length is not None and max(
-                longest_row(scorer, good), longest_row(scorer, bad)) > scorer.max_length:
+        both = [scorer.sentence_rows(good), scorer.sentence_rows(bad)] if good and bad else []
+        if not both or scorer.max_length is not None and max(map(_width, both)) > scorer.max_length:
             skipped["too_long"] += 1
             continue
         kept.append(pair)
         sentences += [good, bad]
+        rows += both
     if progress is not None:
         progress.total = len(sentences)
         progress.refresh()
-    values = sentence_scores(scorer, sentences, max_tokens, device, progress)
+    values = sentence_scores(scorer, sentences, max_tokens, device, progress, rows)
     right = [values[2 * k] > values[2 * k + 1] for k in range(len(kept))]  # strictly higher: a tie is wrong
     groups: dict[str, list[bool]] = {}
     for pair, ok in zip(kept, right):
@@ -275,9 +271,10 @@ def hf_scorer(name: str, variant: str = "word") -> Scorer:
         prefix, suffix = ([], [eos]) if ours else _framing(tokenizer)
         rows = lambda ids, starts: scoring.pll_rows(ids, starts, tokenizer.mask_token_id, variant,  # noqa: E731
                                                     prefix, suffix)
-        method = f"pseudo-log-likelihood, `{tokenizer.mask_token}` over {hole}"
+        alone = "the token and the rest of its word" if variant == "word" else "the token alone"
+        method = f"pseudo-log-likelihood, `{tokenizer.mask_token}` over {alone}"
         if where.endswith("generator"):
-            method += ", answered by the ELECTRA generator (the discriminator cannot score text)"
+            method += ", answered by the generator (the discriminator cannot score text)"
     else:
         start = config.decoder_start_token_id
         if ours and "causal-lm" in tags:

@@ -21,6 +21,7 @@ from ..data.corpus import describe_corpus  # noqa: E402
 from ..data.tokenizer import SENTINELS  # noqa: E402
 from ..train.run_dir import RunDir  # noqa: E402
 from .compat import VERIFIED_WITH  # noqa: E402
+from .score_card import zero_shot_lines  # noqa: E402
 
 # tasks of transformers 5's pipelines.SUPPORTED_TASKS and of the Hub: 5.x removed text2text-generation, and the Hub
 # files encoder-decoders under text-generation (the usage example loads them with AutoModelForSeq2SeqLM)
@@ -139,6 +140,7 @@ def card_facts(record, model_cfg, family: str, hf_class: str, tokenizer=None, na
     facts["training"] = training
     facts["val"] = [(k, _fmt(v)) for k, v in record.val.items()]
     facts["downstream"] = [downstream_line(task, r) for task, r in RunDir(record.run_dir).finetune_results().items()]
+    facts["downstream"] += zero_shot_lines(record.run_dir)
     return facts
 
 
