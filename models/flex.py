@@ -12,9 +12,11 @@ from .config import ModelConfig
 __all__ = ["BlockMask", "flex_attention", "document_block_mask", "unsupported"]
 
 
-def document_block_mask(q_segments, k_segments, key_padding=None, causal: bool = False) -> BlockMask:
+def document_block_mask(q_segments, k_segments, key_padding=None, causal: bool = False,
+                        window: int = 0) -> BlockMask:
     """The block mask of models.attention.document_mask (and build_mask's causal triangle): a real query sees the
-    real keys of its own document, at or before it when causal; a padding query (segment -1) sees every key."""
+    real keys of its own document, at or before it when causal; a padding query (segment -1) sees every key.
+    window > 0: also only the keys of the sliding window (models.attention.local_mask; self-attention only)."""
     B, q_len = q_segments.shape
     k_len = k_segments.shape[1]
     shift = k_len - q_len  # build_mask's tril(k_len - q_len)
@@ -24,6 +26,8 @@ def document_block_mask(q_segments, k_segments, key_padding=None, causal: bool =
         if key_padding is not None:
             keep = keep & key_padding[b, k]
         keep = keep | (q_segments[b, q] < 0)
+        if window:
+            keep = keep & ((q - k >= 0) & (q - k < window // 2) if causal else (q - k).abs() <= window // 2)
         return keep & (q + shift >= k) if causal else keep
 
     return create_block_mask(allowed, B, None, q_len, k_len, device=q_segments.device)
