@@ -217,3 +217,45 @@ def test_init_draws_truncated_normals_at_their_scales():
         assert abs(tensor.std().item() / (0.8796 * std) - 1) < 0.05  # a normal truncated at +-2 has 0.8796 std
     assert isinstance(model.encoder.layers[0].self_norm, torch.nn.Identity)
     assert model.head_dense.bias is None and torch.equal(model.head_bias, torch.zeros(2000))
+
+
+# ---- a 2-layer run of each trains, resumes exactly, exports and comes back -------------------------------------------
+@pytest.mark.parametrize("family", FAMILIES)
+def test_two_layer_run_resumes_exactly_exports_and_imports(family, tmp_path, one_thread):
+    import transformers
+    from safetensors.torch import load_file
+
+    from pretrain.export.command import export_main
+    from pretrain.export.to_hf import export_run
+    from pretrain.train.main import train_main
+    from pretrain.train.saved_run import load_run_model
+    from test_export import corpus, inputs
+    from train_fixtures import family_run
+
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n\n".join(corpus() * 3))
+    shape = {"--model.n_layers": 2, "--model.local_attention": 4, "--tokenizer.max_documents": 500,
+             "--run.mixed_precision": "no"}  # layer 1 attends within +-2 tokens (2 latest in the decoder)
+    straight = family_run(tmp_path / "a", family, text, tmp_path / "cache", 4, **shape)
+    paused = family_run(tmp_path / "b", family, text, tmp_path / "cache", 4, **shape, **{"--run.stop_at_step": 2})
+    assert not (paused / "final").exists()
+    train_main(None, ["--run.output_dir", str(paused), "--resume"])
+    a, b = load_file(straight / "final" / "model.safetensors"), load_file(paused / "final" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    model, cfg, tokenizer, _ = load_run_model(straight)
+    assert cfg.n_layers == 2 and cfg.layer_is_local(1) and not cfg.layer_is_local(0)
+    out = export_run(straight, tmp_path / "exported", log=lambda m: None)
+    auto = transformers.AutoModelForMaskedLM if cfg.arch == "encoder" else transformers.AutoModelForCausalLM
+    hf = auto.from_pretrained(out).eval()
+    assert type(hf).__name__ == FAMILIES[family]
+    batch = inputs(tokenizer, cfg, ("the quick brown fox jumps over the lazy dog a model learns", "a lazy dog"))
+    with torch.no_grad():
+        ours = model.logits(model(**batch))
+        real = batch["attention_mask"].bool()
+        assert (ours - hf(**batch).logits)[real].abs().max() < TOL
+        run = tmp_path / "imported"
+        assert export_main(["--from-hub", str(out), "--out", str(run)]) == 0
+        back, back_cfg, _, _ = load_run_model(run)
+        assert back_cfg.weight_differences(cfg) == []
+        assert torch.equal(back.logits(back(**batch))[real], ours[real])

@@ -129,13 +129,14 @@ def hf_fields(cfg: ModelConfig) -> dict:
 
 
 def _global_every(types: list[str], title: str) -> int:
-    """global_attn_every_n_layers of a layer_types list (layer i global when i % n == 0); refuses other patterns."""
-    full = [i for i, kind in enumerate(types) if kind == "full_attention"]
-    n = full[1] if len(full) > 1 else len(types)
-    if [kind == "full_attention" for kind in types] != [i % n == 0 for i in range(len(types))]:
-        raise ValueError(f"{title} layer_types {types} is not 'global every n layers from layer 0'; only that "
-                         f"pattern is supported")
-    return n
+    """global_attn_every_n_layers of a layer_types list (layer i global when i % n == 0): ModernBERT's 3 when it
+    gives the list (a 2-layer model's [full, sliding] does), else the smallest n that does; refuses other patterns."""
+    full = [kind == "full_attention" for kind in types]
+    for n in (PRESET["global_attn_every_n_layers"], *range(1, len(types) + 1)):
+        if full == [i % n == 0 for i in range(len(types))]:
+            return n
+    raise ValueError(f"{title} layer_types {types} is not 'global every n layers from layer 0'; only that "
+                     f"pattern is supported")
 
 
 def _rope_theta(hf, kind: str, title: str) -> float:
