@@ -259,3 +259,21 @@ def test_two_layer_run_resumes_exactly_exports_and_imports(family, tmp_path, one
         back, back_cfg, _, _ = load_run_model(run)
         assert back_cfg.weight_differences(cfg) == []
         assert torch.equal(back.logits(back(**batch))[real], ours[real])
+
+
+@pytest.mark.parametrize("objective", ["clm", "fim"])
+def test_decoder_twin_learns_clm_and_fim(objective):
+    """The decoder twin (2 layers, layer 1 local with a 4-token window) fits one batch of its objective."""
+    import copy
+
+    from objectives import build_objective
+    from objectives.fim import FIM_TOKENS
+    from objectives_fixtures import bpe, model_config, text_blocks, tiny_model, train_steps
+
+    tok = copy.deepcopy(bpe())
+    tok.add_special_tokens({"additional_special_tokens": list(FIM_TOKENS)})
+    shape = dict(n_layers=2, local_attention=4)
+    obj = build_objective(objective, tok, model_config("modernbert_decoder", tok, **shape))
+    batch = obj.collate(text_blocks(tok, 4, 32), torch.Generator().manual_seed(0))
+    losses = train_steps(obj, tiny_model("modernbert_decoder", tok, **shape), batch)
+    assert losses[-1] < losses[0] - 1.0, losses
