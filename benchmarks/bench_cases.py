@@ -17,7 +17,7 @@ SIZES = {
 FAMILY_SIZES = {("bert", "base"): dict(vocab=30522, seq=128, batch=128)}
 FAMILIES = {"bert": ("mlm", "BERT+MLM"), "gpt2": ("clm", "GPT-2+CLM"), "bart": ("infill", "BART+infill"),
             "t5": ("span", "T5+span"), "modernbert": ("mlm", "ModernBERT+MLM"),
-            "modernbert_decoder": ("clm", "ModernBERT-dec+CLM")}
+            "modernbert_decoder": ("clm", "MB-decoder+CLM")}
 SPECIALS = ["<pad>", "</s>", "<s>", "<unk>", "<mask>"] + [f"<extra_id_{i}>" for i in range(100)]
 
 
