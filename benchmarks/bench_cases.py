@@ -16,7 +16,8 @@ SIZES = {
 }
 FAMILY_SIZES = {("bert", "base"): dict(vocab=30522, seq=128, batch=128)}
 FAMILIES = {"bert": ("mlm", "BERT+MLM"), "gpt2": ("clm", "GPT-2+CLM"), "bart": ("infill", "BART+infill"),
-            "t5": ("span", "T5+span")}
+            "t5": ("span", "T5+span"), "modernbert": ("mlm", "ModernBERT+MLM"),
+            "modernbert_decoder": ("clm", "MB-decoder+CLM")}
 SPECIALS = ["<pad>", "</s>", "<s>", "<unk>", "<mask>"] + [f"<extra_id_{i}>" for i in range(100)]
 
 
@@ -36,6 +37,14 @@ def synthetic_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
 
 def reference_model(family, s, cfg):
     common = dict(vocab_size=s["vocab"])
+    if family.startswith("modernbert"):  # the same config through our export; MLM with its sparse prediction
+        import transformers
+
+        from models.convert import hf_classes, to_hf_config
+
+        hf_cfg = to_hf_config(family, cfg)
+        hf_cfg.sparse_prediction = True
+        return getattr(transformers, hf_classes()[family])(hf_cfg)
     if family == "bert":
         return BertForMaskedLM(BertConfig(**common, hidden_size=s["d"], num_hidden_layers=s["layers"],
                                           num_attention_heads=s["heads"], intermediate_size=s["ff"],
@@ -88,17 +97,19 @@ def build_case(family: str, size: str, device: str, sides=("ours", "theirs"), do
     theirs = reference_model(family, s, cfg).to(device).train() if "theirs" in sides else None
     hf_inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "decoder_input_ids", "labels")
                  if k in batch}
-    if family == "gpt2":
+    if family in ("gpt2", "modernbert_decoder"):
         hf_inputs = {"input_ids": batch["input_ids"], "labels": batch["input_ids"]}
     enc_len = batch["input_ids"].shape[1]
     dec_len = batch["decoder_input_ids"].shape[1] if "decoder_input_ids" in batch else enc_len
     n_enc, n_dec = batch["input_ids"].numel(), s["batch"] * dec_len
-    predicted = int((batch["labels"] != -100).sum()) if family == "bert" else n_dec
+    mlm = FAMILIES[family][0] == "mlm"
+    predicted = int((batch["labels"] != -100).sum()) if mlm else n_dec
     return {
         "name": label,
         "tokens": n_enc,
         "ours": {"model": ours, "loss": lambda m: objective.loss(m, batch)[0],
                  "flops": cfg.train_flops(n_enc, n_dec, predicted, enc_len, dec_len)},
         "theirs": {"model": theirs, "loss": lambda m: m(**hf_inputs).loss,
-                   "flops": cfg.train_flops(n_enc, n_dec, n_dec if family != "bert" else n_enc, enc_len, dec_len)},
+                   "flops": cfg.train_flops(n_enc, n_dec, predicted if family == "modernbert" else
+                                            n_dec if not mlm else n_enc, enc_len, dec_len)},
     }

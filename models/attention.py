@@ -37,6 +37,34 @@ def build_mask(key_padding, q_len: int, k_len: int, causal: bool, bias=None, q_s
     return bias.masked_fill(~allowed, torch.finfo(bias.dtype).min), False
 
 
+def window_band(T: int, window: int, causal: bool, device=None, causal_rows=None):
+    """Bool[T, T] of a sliding-window layer: bidirectional, a query sees the keys with |q - k| <= window // 2
+    (ModernBERT's local_attention = 128: 64 either side); causal, the window // 2 latest keys, itself included
+    (transformers' ModernBertDecoder). With causal_rows (Bool[B], a causal stack's per-row choice, as in
+    build_mask): Bool[B, 1, T, T], the causal band in those rows and the bidirectional one in the others."""
+    i = torch.arange(T, device=device)
+    distance = i[:, None] - i[None, :]
+    half = window // 2
+    both_sides = distance.abs() <= half
+    if not causal:
+        return both_sides
+    latest = (distance >= 0) & (distance < half)
+    if causal_rows is None:
+        return latest
+    return torch.where(causal_rows.bool()[:, None, None, None], latest, both_sides)
+
+
+def local_mask(mask, is_causal: bool, T: int, window: int, causal: bool, device=None, causal_rows=None):
+    """build_mask's (mask, is_causal) for the layers of a sliding window: the same mask, also inside the band.
+    A query always keeps itself, so a padding row is never empty (an empty row makes SDPA return NaN)."""
+    band = window_band(T, window, causal, device, causal_rows)
+    if mask is None:
+        return band, False
+    if mask.dtype != torch.bool:
+        return mask.masked_fill(~band, torch.finfo(mask.dtype).min), False
+    return (mask & band) | torch.eye(T, dtype=torch.bool, device=device), False
+
+
 def document_mask(q_segments, k_segments, key_padding=None):
     """Bool[B, 1, q_len, k_len]: a real query sees the real keys of its own document. A padding query (segment
     -1) sees every key: its output is never used, and a row with no key at all would make SDPA return NaN."""

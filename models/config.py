@@ -10,7 +10,7 @@ ARCHS = ("encoder", "decoder", "encoder-decoder")
 POSITIONS = ("learned", "sinusoidal", "rotary", "relative", "none")
 NORMS = ("layernorm", "rmsnorm")
 PLACEMENTS = ("pre", "post")
-ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu", "swiglu", "geglu")
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu", "swiglu", "geglu", "geglu_exact")
 
 # Fields that change neither the shapes nor the values of trained weights: training noise, how fresh weights are
 # drawn, and which ids are special. Resume, model.init_from and export ignore them when comparing architectures.
@@ -36,12 +36,16 @@ class ModelConfig:
     position: str = "learned"
     position_offset: int = 0  # BART looks positions up at index + 2
     rope_theta: float = 10000.0
+    local_rope_theta: float | None = None  # rotary base of the sliding-window layers (None = rope_theta)
+    local_attention: int = 0  # ModernBERT's total sliding window of local layers (0 = every layer global)
+    global_attn_every_n_layers: int = 1  # with local_attention: layer i is global when i % n == 0, local otherwise
     relative_buckets: int = 32
     relative_max_distance: int = 128
     norm: str = "layernorm"
     norm_eps: float = 1e-5
     norm_placement: str = "pre"
     embedding_norm: bool = False
+    first_attn_norm: bool = True  # False: layer 0's attention reads the embedding norm's output (ModernBERT)
     activation: str = "gelu"
     bias: bool = True
     dropout: float = 0.1
@@ -107,7 +111,20 @@ class ModelConfig:
 
     @property
     def gated(self) -> bool:
-        return self.activation in ("swiglu", "geglu")
+        return self.activation in ("swiglu", "geglu", "geglu_exact")
+
+    def layer_is_local(self, index: int) -> bool:
+        """Whether layer `index` attends within the sliding window (ModernBERT: every layer but each n-th)."""
+        return self.local_attention > 0 and index % self.global_attn_every_n_layers != 0
+
+    def attended_length(self, index: int, seq_len: int) -> int:
+        """Keys a query of layer `index` attends to at most: the sequence on global layers; on local ones the
+        window, |q - k| <= local_attention // 2 in an encoder, the local_attention // 2 latest keys in a decoder
+        (transformers' ModernBert and ModernBertDecoder; models/attention.py, window_band)."""
+        if not self.layer_is_local(index):
+            return seq_len
+        half = self.local_attention // 2
+        return min(seq_len, half if self.arch == "decoder" else 2 * half + 1)
 
     def validate(self):
         def choice(field, options):
@@ -138,6 +155,11 @@ class ModelConfig:
         if self.n_decoder_layers is not None and self.arch != "encoder-decoder":
             raise ValueError(f"n_decoder_layers applies to encoder-decoder models only, not {self.arch}; "
                              f"remove it or use n_layers")
+        if self.local_attention == 1 or self.local_attention < 0:
+            raise ValueError(f"local_attention must be 0 (every layer global) or a window of at least 2 tokens, got "
+                             f"{self.local_attention}")
+        if self.global_attn_every_n_layers < 1:
+            raise ValueError(f"global_attn_every_n_layers must be at least 1, got {self.global_attn_every_n_layers}")
         if self.head_outputs < 0:
             raise ValueError(f"head_outputs must be 0 (the vocabulary) or positive, got {self.head_outputs}")
         if self.head_outputs and self.tie_embeddings:
@@ -166,14 +188,18 @@ class ModelConfig:
         stack, plus attention scores (12 x layers x heads x head_dim x attended length), plus the head per
         predicted token. Encoder-decoder models count encoder and decoder tokens separately."""
         attn_width = self.n_heads * self.dim_head
+
+        def attended(n_layers, length):  # sum over the layers of the keys each query attends to
+            return sum(self.attended_length(i, length) for i in range(n_layers))
+
         head = self.d_model * self.head_width + (self.d_model ** 2 if self.head_transform else 0)
         flops = 6.0 * head * predicted
         if self.arch in ("encoder", "encoder-decoder"):
             flops += enc_tokens * (6 * self.n_layers * self._layer_matmul_params(False)
-                                   + 12 * self.n_layers * attn_width * enc_len)
+                                   + 12 * attn_width * attended(self.n_layers, enc_len))
         if self.arch == "decoder":
             flops += dec_tokens * (6 * self.n_layers * self._layer_matmul_params(False)
-                                   + 12 * self.n_layers * attn_width * dec_len)
+                                   + 12 * attn_width * attended(self.n_layers, dec_len))
         if self.arch == "encoder-decoder":
             flops += dec_tokens * (6 * self.decoder_layers * self._layer_matmul_params(True)
                                    + 12 * self.decoder_layers * attn_width * (dec_len + enc_len))

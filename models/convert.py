@@ -65,6 +65,8 @@ def family_differences(cfg: ModelConfig, family: str) -> list[str]:
             ok = spec.free[name](value)
         elif name == "scale_tied_head" and not cfg.tie_embeddings:
             ok = True  # inert without a tied head
+        elif name in ("global_attn_every_n_layers", "local_rope_theta") and not cfg.local_attention:
+            ok = True  # inert without sliding-window layers
         else:
             ok = value == getattr(preset, name)
         if not ok:

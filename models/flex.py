@@ -13,10 +13,11 @@ __all__ = ["BlockMask", "flex_attention", "document_block_mask", "unsupported"]
 
 
 def document_block_mask(q_segments, k_segments, key_padding=None, causal: bool = False,
-                        causal_rows=None) -> BlockMask:
+                        causal_rows=None, window: int = 0) -> BlockMask:
     """The block mask of models.attention.document_mask (and build_mask's causal triangle): a real query sees the
     real keys of its own document, at or before it when causal (in every row, or in the rows where the Bool[B]
-    causal_rows is True); a padding query (segment -1) sees every key."""
+    causal_rows is True); a padding query (segment -1) sees every key. window > 0: also only the keys of the
+    sliding window (models.attention.window_band, per row like causal_rows; self-attention only)."""
     B, q_len = q_segments.shape
     k_len = k_segments.shape[1]
     shift = k_len - q_len  # build_mask's tril(k_len - q_len)
@@ -26,6 +27,12 @@ def document_block_mask(q_segments, k_segments, key_padding=None, causal: bool =
         if key_padding is not None:
             keep = keep & key_padding[b, k]
         keep = keep | (q_segments[b, q] < 0)
+        if window:
+            near = (q - k).abs() <= window // 2
+            if causal:
+                latest = (q - k >= 0) & (q - k < window // 2)
+                near = latest if causal_rows is None else (latest & causal_rows[b]) | (near & ~causal_rows[b])
+            keep = keep & near
         if not causal:
             return keep
         if causal_rows is None:

@@ -22,6 +22,7 @@ ACTIVATION_FNS = {
     "silu": F.silu,
     "swiglu": F.silu,  # gate activation of the gated variants
     "geglu": lambda x: F.gelu(x, approximate="tanh"),  # as T5 v1.1 ("gated-gelu" = gelu_new)
+    "geglu_exact": F.gelu,  # ModernBERT's GeGLU gates with the exact (erf) GELU
 }
 
 
@@ -60,10 +61,10 @@ def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
 class Rotary(nn.Module):
     """Rotary embeddings in the split-halves layout (Llama's rotate_half), applied to queries and keys."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, theta: float | None = None):
         super().__init__()
         dim = cfg.dim_head
-        inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+        inv_freq = 1.0 / ((theta or cfg.rope_theta) ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
         freqs = torch.outer(torch.arange(cfg.max_seq_len, dtype=torch.float32), inv_freq)
         emb = torch.cat([freqs, freqs], dim=-1)
         self.register_buffer("cos", emb.cos(), persistent=False)

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import Attention, build_mask, positions_in_documents
+from .attention import Attention, build_mask, local_mask, positions_in_documents
 from .config import ModelConfig
 from .dropout import Dropout
 from .family import get_family
@@ -18,10 +18,11 @@ from .layers import ACTIVATION_FNS, FeedForward, RelativeBias, Rotary, make_norm
 class Block(nn.Module):
     """Self-attention (bidirectional or causal), optional cross-attention, feed-forward; pre- or post-norm."""
 
-    def __init__(self, cfg: ModelConfig, cross: bool):
+    def __init__(self, cfg: ModelConfig, cross: bool, first: bool = False):
         super().__init__()
         self.pre = cfg.norm_placement == "pre"
-        self.self_attn, self.self_norm = Attention(cfg), make_norm(cfg)
+        self.self_attn = Attention(cfg)
+        self.self_norm = nn.Identity() if first and not cfg.first_attn_norm else make_norm(cfg)
         self.cross_attn = Attention(cfg, cross=True) if cross else None
         self.cross_norm = make_norm(cfg) if cross else None
         self.ff, self.ff_norm = FeedForward(cfg), make_norm(cfg)
@@ -50,9 +51,11 @@ class Stack(nn.Module):
         if cfg.position == "sinusoidal":
             self.register_buffer("pos_table", sinusoidal_table(cfg.max_seq_len, cfg.d_model), persistent=False)
         self.rotary = Rotary(cfg) if cfg.position == "rotary" else None
+        self.local_rotary = Rotary(cfg, cfg.local_rope_theta) \
+            if self.rotary is not None and cfg.local_attention and cfg.local_rope_theta is not None else None
         self.rel_bias = RelativeBias(cfg, bidirectional=not causal) if cfg.position == "relative" else None
         self.emb_norm = make_norm(cfg) if cfg.embedding_norm else None
-        self.layers = nn.ModuleList(Block(cfg, cross) for _ in range(n_layers))
+        self.layers = nn.ModuleList(Block(cfg, cross, first=i == 0) for i in range(n_layers))
         self.final_norm = make_norm(cfg) if cfg.norm_placement == "pre" else None
         self.dropout = Dropout(cfg.dropout)
         self.flex = False  # document masks through FlexAttention (Transformer.use_attention_kernel)
@@ -85,20 +88,29 @@ class Stack(nn.Module):
         T = x.shape[1]
         positions = positions_in_documents(segments) if segments is not None and self.rotary is not None else None
         bias = self.rel_bias(T, T) if self.rel_bias is not None else None
-        memory_mask = None
+        memory_mask, window = None, self.cfg.local_attention
+        local = None  # (mask, is_causal) of the sliding-window layers
         if self.flex and segments is not None and bias is None:
             mask, is_causal = document_block_mask(segments, segments, padding, self.causal, causal_rows), False
+            if window:
+                local = document_block_mask(segments, segments, padding, self.causal, causal_rows, window), False
             if memory is not None:
                 memory_mask = document_block_mask(segments, memory_segments, memory_padding)
         else:
-            mask, is_causal = build_mask(padding, T, T, self.causal, bias, segments, segments,
-                                         causal_rows if self.causal else None)
+            rows = causal_rows if self.causal else None
+            mask, is_causal = build_mask(padding, T, T, self.causal, bias, segments, segments, rows)
+            if window:
+                local = local_mask(mask, is_causal, T, window, self.causal, x.device, rows)
             if memory is not None and (memory_padding is not None or segments is not None):
                 memory_mask, _ = build_mask(memory_padding, T, memory.shape[1], False, None, segments,
                                             memory_segments)
-        rotary = self.rotary if self.rotary is None or positions is None else partial(self.rotary, positions=positions)
-        for layer in self.layers:
-            x = layer(x, mask, is_causal, rotary, memory, memory_mask)
+        rotaries = [r if r is None or positions is None else partial(r, positions=positions)
+                    for r in (self.rotary, self.local_rotary or self.rotary)]
+        for i, layer in enumerate(self.layers):
+            if self.cfg.layer_is_local(i):
+                x = layer(x, *local, rotaries[1], memory, memory_mask)
+            else:
+                x = layer(x, mask, is_causal, rotaries[0], memory, memory_mask)
         return self.final_norm(x) if self.final_norm is not None else x
 
 
@@ -114,7 +126,7 @@ class Transformer(nn.Module):
             n = cfg.decoder_layers if cfg.arch == "encoder-decoder" else cfg.n_layers
             self.decoder = Stack(cfg, n, causal=True, cross=cfg.arch == "encoder-decoder")
         # LM head: optional BERT transform, projection (tied to tok_emb or its own), optional bias
-        self.head_dense = nn.Linear(cfg.d_model, cfg.d_model) if cfg.head_transform else None
+        self.head_dense = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias) if cfg.head_transform else None
         self.head_norm = make_norm(cfg) if cfg.head_transform and cfg.head_norm else None
         self.head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.head_width, bias=False)
         self.head_bias = nn.Parameter(torch.zeros(cfg.head_width)) if cfg.head_bias else None

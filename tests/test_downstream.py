@@ -18,7 +18,8 @@ from pretrain.cli import main as cli_main
 from train_fixtures import FAMILY_SETUP, family_run, write_corpus, write_word_task
 
 FAMILIES = tuple(FAMILY_SETUP)
-ARCH = {"bert": "encoder", "gpt2": "decoder", "llama": "decoder", "bart": "encoder-decoder", "t5": "encoder-decoder"}
+ARCH = {"bert": "encoder", "gpt2": "decoder", "llama": "decoder", "bart": "encoder-decoder", "t5": "encoder-decoder",
+        "modernbert": "encoder", "modernbert_decoder": "decoder"}
 
 
 def tiny_run(root: Path, family: str) -> Path:

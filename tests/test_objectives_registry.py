@@ -82,9 +82,10 @@ def test_check_arch(name):
 
 
 def test_check_arch_messages_point_to_presets():
-    with pytest.raises(ValueError, match="needs an encoder \\(preset bert\\); use clm for gpt2/llama"):
+    with pytest.raises(ValueError, match="needs an encoder \\(presets bert, modernbert\\); use clm for "
+                                         "gpt2/llama/modernbert_decoder"):
         OBJECTIVES["mlm"].check_arch("decoder")
-    with pytest.raises(ValueError, match="t5.*use clm for gpt2/llama"):
+    with pytest.raises(ValueError, match="t5.*use clm for gpt2/llama/modernbert_decoder"):
         OBJECTIVES["span"].check_arch("decoder")
     with pytest.raises(ValueError, match="use infill for bart, span for t5, or clm"):  # from the family files
         OBJECTIVES["mlm"].check_arch("encoder-decoder")

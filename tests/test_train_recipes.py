@@ -24,7 +24,8 @@ def recipe_defaults(name: str) -> dict:
     return module.DEFAULTS
 
 
-@pytest.mark.parametrize("recipe, sample_word", [("bert_mlm", "fill-mask"), ("gpt_clm", "continuation"),
+@pytest.mark.parametrize("recipe, sample_word", [("bert_mlm", "fill-mask"), ("modernbert_mlm", "fill-mask"),
+                                                 ("gpt_clm", "continuation"),
                                                  ("bart_infill", "reconstruction"), ("t5_span", "reconstruction"),
                                                  ("ul2", "reconstruction"), ("gpt_bert_hybrid", "continuation")])
 def test_recipe_trains_end_to_end(tmp_path, capsys, recipe, sample_word):

@@ -14,7 +14,8 @@ OBJECTS = ["the red ball", "a green tree", "the river", "an open door", "the qui
 ENDINGS = ["every morning", "after lunch", "in the garden", "near the school", "before the rain", "at night"]
 WORD = "moon"  # the word task's label: does the sentence mention it?
 FAMILY_SETUP = {"bert": ("wordpiece", "mlm"), "gpt2": ("bpe", "clm"), "llama": ("bpe", "clm"),
-                "bart": ("bpe", "infill"), "t5": ("unigram", "span")}  # family -> (tokenizer kind, objective)
+                "bart": ("bpe", "infill"), "t5": ("unigram", "span"), "modernbert": ("bpe", "mlm"),
+                "modernbert_decoder": ("bpe", "clm")}  # family -> (tokenizer kind, objective)
 
 
 def write_corpus(directory: Path, n_paragraphs: int = 300, seed: int = 0) -> Path:

@@ -112,13 +112,15 @@ class Entry:
     hf: tuple[str, ...]
     transform: Transform = IDENTITY
     when: Callable | None = None
+    first_layer: int = 0  # `{i}` runs from here (ModernBERT's layer 0 has no attention norm)
 
 
-def entry(ours: str, hf: str | Sequence[str], transform: Transform | None = None, when=None) -> Entry:
+def entry(ours: str, hf: str | Sequence[str], transform: Transform | None = None, when=None,
+          first_layer: int = 0) -> Entry:
     hf = (hf,) if isinstance(hf, str) else tuple(hf)
     if transform is None:
         transform = Copies(len(hf)) if len(hf) > 1 else IDENTITY
-    return Entry(ours, hf, transform, when)
+    return Entry(ours, hf, transform, when, first_layer)
 
 
 def has_bias(cfg) -> bool:
@@ -146,10 +148,11 @@ def token_embeddings(embeddings: str | Sequence[str], head: str) -> list[Entry]:
             entry("head.weight", head, when=lambda c: not c.tie_embeddings)]
 
 
-def norm(ours: str, hf: str, when=None) -> list[Entry]:
+def norm(ours: str, hf: str, when=None, first_layer: int = 0) -> list[Entry]:
     """weight and (LayerNorm with biases) bias of one norm."""
     both = (lambda c: when(c) and layernorm_bias(c)) if when else layernorm_bias
-    return [entry(f"{ours}.weight", f"{hf}.weight", when=when), entry(f"{ours}.bias", f"{hf}.bias", when=both)]
+    return [entry(f"{ours}.weight", f"{hf}.weight", when=when, first_layer=first_layer),
+            entry(f"{ours}.bias", f"{hf}.bias", when=both, first_layer=first_layer)]
 
 
 # ---- activations: ours <-> transformers' ACT2FN names (non-gated) --------------------------------------------
@@ -222,7 +225,7 @@ def expand(table: Sequence[Entry], cfg) -> list[tuple[str, tuple[str, ...], Tran
         if e.when is not None and not e.when(cfg):
             continue
         if "{i}" in e.ours:
-            for i in range(_layers(cfg, e.ours)):
+            for i in range(e.first_layer, _layers(cfg, e.ours)):
                 out.append((e.ours.format(i=i), tuple(k.format(i=i) for k in e.hf), e.transform))
         else:
             out.append((e.ours, e.hf, e.transform))
