@@ -277,3 +277,24 @@ def test_decoder_twin_learns_clm_and_fim(objective):
     batch = obj.collate(text_blocks(tok, 4, 32), torch.Generator().manual_seed(0))
     losses = train_steps(obj, tiny_model("modernbert_decoder", tok, **shape), batch)
     assert losses[-1] < losses[0] - 1.0, losses
+
+
+def test_window_follows_each_rows_kind_under_the_hybrids_causal_rows():
+    """A causal stack with per-row attention (the GPT-BERT hybrid on a sliding-window decoder): a causal row keeps
+    the decoder's band (its window // 2 latest keys), a bidirectional row the encoder's (|q - k| <= window // 2),
+    both inside their document; the Flex block mask is the same mask."""
+    rows = torch.tensor([True, False, False])
+    padding = SEGMENTS >= 0
+    mask, is_causal = build_mask(padding, 18, 18, True, None, SEGMENTS, SEGMENTS, rows)
+    got, _ = local_mask(mask, is_causal, 18, 6, True, causal_rows=rows)
+    i, j = torch.arange(18)[:, None], torch.arange(18)[None, :]
+    same_doc = (SEGMENTS[:, :, None] == SEGMENTS[:, None, :]) & padding[:, None, :]
+    latest = (i - j >= 0) & (i - j < 3)
+    both_sides = (i - j).abs() <= 3
+    for b, causal in enumerate(rows.tolist()):
+        want = same_doc[b] & (latest if causal else both_sides)
+        real = padding[b]
+        assert torch.equal(got[b, 0][real], want[real]), b
+    block = document_block_mask(SEGMENTS, SEGMENTS, padding, True, rows, window=6)
+    flex = create_mask(block.mask_mod, 3, 1, 18, 18, device="cpu")
+    assert torch.equal(flex, got.expand_as(flex))
