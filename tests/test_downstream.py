@@ -213,3 +213,21 @@ def test_scores_against_hand_computed_values():
     assert s3["macro_f1"] == pytest.approx((2 / 3 + 0 + 1) / 3) and "mcc" not in s3
     assert scores([1] * 4, [1] * 4, 2)["mcc"] == 0.0  # an empty row / column: 0, not a division by zero
     assert spread([{"a": 1.0}, {"a": 3.0}, {"a": 2.0}]) == {"a": {"median": 2.0, "min": 1.0, "max": 3.0}}
+
+
+def test_one_split_given_leaves_its_share_of_the_rows_in_train(task_files):
+    """--task train.csv --test test.csv: only validation is cut out of train (10%); the 10% a three-way split
+    would have given to test stays in train instead of being dropped. Likewise with --validation alone."""
+    from pretrain.downstream.tasks import TaskSpec, load_task
+
+    train, validation, test = (task_files[s] for s in ("train", "validation", "test"))  # 240, 100, 200 rows
+    only_test = load_task(TaskSpec(task=str(train), test=str(test)))
+    assert {s: only_test.size(s) for s in only_test.splits} == {"train": 216, "validation": 24, "test": 200}
+    assert only_test.notes[0].startswith("validation held out") and "the rest trains" in only_test.notes[0]
+    only_validation = load_task(TaskSpec(task=str(train), validation=str(validation)))
+    assert {s: only_validation.size(s) for s in only_validation.splits} == {"train": 216, "validation": 100,
+                                                                            "test": 24}
+    neither = load_task(TaskSpec(task=str(train)))  # both missing: the three-way split, as before
+    assert {s: neither.size(s) for s in neither.splits} == {"train": 192, "validation": 24, "test": 24}
+    texts = [t for s in ("train", "validation") for t in only_test.splits[s]["text"]]
+    assert len(texts) == 240  # every row of the file used once
