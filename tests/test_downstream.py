@@ -231,3 +231,70 @@ def test_one_split_given_leaves_its_share_of_the_rows_in_train(task_files):
     assert {s: neither.size(s) for s in neither.splits} == {"train": 192, "validation": 24, "test": 24}
     texts = [t for s in ("train", "validation") for t in only_test.splits[s]["text"]]
     assert len(texts) == 240  # every row of the file used once
+
+
+# ---- the protocol behind the verdicts: each of these fails on a wrong version that once passed the suite -----------
+def test_probe_chooses_its_l2_on_validation_never_on_test(monkeypatch):
+    """Features where the test labels are the validation labels flipped: the weak penalty is right on validation
+    (100%) and wrong on test; the strong one (weights ~0, the bias alone: the majority class) is the reverse.
+    The probe must pick the weak one, by validation."""
+    from pretrain.downstream import finetune
+    from pretrain.downstream.recipe import ProbeRecipe
+    from pretrain.downstream.tasks import Task
+
+    g = torch.Generator().manual_seed(0)
+    signal = {s: torch.randn(n, 1, generator=g) for s, n in (("train", 60), ("validation", 40), ("test", 40))}
+    labels = {s: (x[:, 0] > -0.3).long().tolist() for s, x in signal.items()}  # class 1 the majority
+    labels["test"] = [1 - y for y in labels["test"]]
+    task = Task("flip", "", [0, 1], {s: {"text": [s] * len(y), "text_pair": None, "label": y}
+                                     for s, y in labels.items()})
+    monkeypatch.setattr(finetune, "_encoded", lambda backbone, task, split, max_length: split)
+    monkeypatch.setattr(finetune, "features", lambda backbone, model, split, batch_size: signal[split])
+    result = finetune.probe(None, task, ProbeRecipe(l2_grid=(1e-4, 100.0)), model=object())
+    assert result["l2"] == 1e-4
+    assert result["validation"]["accuracy"] > 0.9 and result["test"]["accuracy"] < 0.1
+
+
+def test_evaluate_runs_the_protocol_it_reports(monkeypatch):
+    """Which model each cell comes from: the pretrained probe once (seed-free), the random-init probe and both
+    fine-tunings once per seed, the baseline always with pretrained=False."""
+    from pretrain.downstream import evaluate as module
+    from pretrain.downstream.tasks import Task
+
+    calls = []
+
+    def fake(mode):
+        def run(backbone, task, recipe, pretrained, seed, **kwargs):
+            calls.append((mode, pretrained, seed))
+            return {"validation": {"accuracy": 0.5}, "test": {"accuracy": 0.5}, "seconds": 0.0}
+        return run
+
+    monkeypatch.setattr(module, "probe", fake("probe"))
+    monkeypatch.setattr(module, "fine_tune", fake("finetune"))
+    task = Task("t", "", [0, 1], {s: {"text": ["a", "b"], "text_pair": None, "label": [0, 1]}
+                                  for s in ("train", "validation", "test")})
+    backbone = type("B", (), {"source": "x", "description": "", "model_type": "bert", "arch": "encoder"})()
+    module.evaluate(backbone, task, seeds=(0, 1, 2), baseline=True, progress=False, log=lambda m: None)
+    assert calls == [("probe", True, 0), ("probe", False, 0), ("probe", False, 1), ("probe", False, 2),
+                     ("finetune", True, 0), ("finetune", True, 1), ("finetune", True, 2),
+                     ("finetune", False, 0), ("finetune", False, 1), ("finetune", False, 2)]
+
+
+def test_random_init_baseline_holds_none_of_the_pretrained_weights(runs, tmp_path):
+    """classifier(pretrained=False) is the architecture with fresh weights drawn from the seed: equal to
+    transformers' own from_config under that seed, and sharing no weight matrix with the pretrained model."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from pretrain.downstream.classifier import classifier, open_backbone
+
+    backbone = open_backbone(runs["bert"], tmp_path)
+    pretrained = classifier(backbone, 2, pretrained=True, seed=1).state_dict()
+    baseline = classifier(backbone, 2, pretrained=False, seed=1).state_dict()
+    config = AutoConfig.from_pretrained(str(backbone.folder), num_labels=2)
+    config.pad_token_id = backbone.tokenizer.pad_token_id
+    torch.manual_seed(1)
+    reference = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32).state_dict()
+    assert baseline.keys() == reference.keys() == pretrained.keys()
+    assert all(torch.equal(baseline[k], reference[k]) for k in reference)
+    matrices = [k for k, v in pretrained.items() if v.dim() == 2 and "classifier" not in k]
+    assert matrices and not any(torch.equal(baseline[k], pretrained[k]) for k in matrices)
