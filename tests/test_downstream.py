@@ -298,3 +298,79 @@ def test_random_init_baseline_holds_none_of_the_pretrained_weights(runs, tmp_pat
     assert all(torch.equal(baseline[k], reference[k]) for k in reference)
     matrices = [k for k, v in pretrained.items() if v.dim() == 2 and "classifier" not in k]
     assert matrices and not any(torch.equal(baseline[k], pretrained[k]) for k in matrices)
+
+
+# ---- encoder-decoders judged by their encoders -------------------------------------------------------------------
+def _with_changed_weights(folder: Path, out: Path, which: str) -> Path:
+    """A copy of an exported folder with noise added to every weight of the decoder (or the encoder) stack."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(folder, out)
+    weights = load_file(str(out / "model.safetensors"))
+    changed = [k for k in weights if k.startswith((f"{which}.", f"model.{which}.")) and "embed_tokens" not in k]
+    assert changed
+    g = torch.Generator().manual_seed(0)
+    for k in changed:
+        weights[k] = weights[k] + 0.5 * torch.randn(weights[k].shape, generator=g)
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out
+
+
+@pytest.mark.parametrize("family", ["t5", "bart"])
+def test_encoder_pooled_probe_reads_the_encoder_only(family, runs, task_files, tmp_path):
+    """The encoder-pooled features are transformers' encoder's final states averaged over the real tokens; new
+    decoder weights leave them bit-identical, new encoder weights change them."""
+    import dataclasses
+
+    from transformers import AutoModel
+
+    from pretrain.downstream.classifier import classifier, encode, open_backbone, pad, pooled_features
+
+    backbone = open_backbone(runs[family], tmp_path / "a")
+    batch = pad(backbone, encode(backbone, ["a short one", "and a somewhat longer sentence here"], None, 32))
+
+    def feats(b):
+        model = classifier(b, 2, pooling="encoder").eval()
+        with torch.no_grad():
+            return pooled_features(b, model, batch)
+
+    base = feats(backbone)
+    reference = AutoModel.from_pretrained(str(backbone.folder)).eval().get_encoder()
+    with torch.no_grad():
+        hidden = reference(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    assert torch.allclose(base, (hidden * mask).sum(1) / mask.sum(1), atol=1e-6)
+    decoder = dataclasses.replace(backbone, folder=_with_changed_weights(backbone.folder, tmp_path / "d", "decoder"))
+    assert torch.equal(feats(decoder), base)
+    encoder = dataclasses.replace(backbone, folder=_with_changed_weights(backbone.folder, tmp_path / "e", "encoder"))
+    assert not torch.allclose(feats(encoder), base, atol=1e-3)
+    # transformers' own (decoder-pooled) classifier does read the decoder: the test can see the difference
+    native = classifier(backbone, 2).eval(), classifier(decoder, 2).eval()
+    with torch.no_grad():
+        assert not torch.allclose(pooled_features(backbone, native[0], batch),
+                                  pooled_features(decoder, native[1], batch), atol=1e-3)
+
+
+def test_encoder_pooling_in_evaluate_and_its_random_init(runs, task_files, tmp_path, one_thread):
+    """evaluate(encoder_pooling=True) on a T5 adds probe_encoder / finetune_encoder beside the native modes; the
+    encoder-pooled random-init baseline holds none of the pretrained encoder's weights."""
+    from pretrain.downstream.classifier import classifier, open_backbone
+    from pretrain.downstream.evaluate import evaluate, summary_lines
+    from pretrain.downstream.recipe import FinetuneRecipe
+    from pretrain.downstream.tasks import TaskSpec, load_task
+
+    backbone = open_backbone(runs["t5"], tmp_path)
+    pretrained = classifier(backbone, 2, pretrained=True, pooling="encoder").state_dict()
+    baseline = classifier(backbone, 2, pretrained=False, seed=0, pooling="encoder").state_dict()
+    matrices = [k for k, v in pretrained.items() if v.dim() == 2 and k.startswith("encoder.") and "embed" not in k]
+    assert matrices and not any(torch.equal(baseline[k], pretrained[k]) for k in matrices)
+    task = load_task(TaskSpec(task=str(task_files["train"]), validation=str(task_files["validation"]),
+                              test=str(task_files["test"]), max_train=48))
+    results = evaluate(backbone, task, ("finetune",), (0,), True, FinetuneRecipe(epochs=1, batch_size=16,
+                                                                                  max_length=32),
+                       progress=False, log=lambda m: None, encoder_pooling=True)
+    assert set(results) >= {"finetune", "finetune_encoder"} and "probe" not in results
+    assert set(results["finetune_encoder"]) == {"pretrained", "random_init"}
+    assert any(line.startswith("finetune_encoder") for line in summary_lines(results))
