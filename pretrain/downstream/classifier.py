@@ -117,7 +117,8 @@ def classifier(backbone: Backbone, num_labels: int, pretrained: bool = True, see
     if pooling == "encoder":
         from .encoder_pooled import encoder_classifier
 
-        return encoder_classifier(backbone, num_labels, pretrained, seed)
+        with quiet_transformers():
+            return encoder_classifier(backbone, num_labels, pretrained, seed)
     torch.manual_seed(seed)  # the new head (and for the baseline every weight) is drawn from this seed
     try:
         with quiet_transformers():

@@ -47,18 +47,16 @@ class EncoderPooledClassifier(nn.Module):
 
 def encoder_classifier(backbone, num_labels: int, pretrained: bool = True, seed: int = 0) -> EncoderPooledClassifier:
     """The encoder of the exported model (pretrained) or of a fresh one drawn from `seed` (the random-init
-    baseline), with a new head drawn from `seed`; fp32, train mode."""
+    baseline), with a new head drawn from `seed`; fp32, train mode. (Called by classifier(pooling="encoder"),
+    which keeps transformers quiet about the decoder weights left unused.)"""
     from transformers import AutoConfig, AutoModel
-
-    from .classifier import quiet_transformers
 
     if backbone.arch != "encoder-decoder":
         raise UserError(f"encoder pooling applies to encoder-decoders; {backbone.model_type} is a {backbone.arch}")
     torch.manual_seed(seed)
-    with quiet_transformers():
-        config = AutoConfig.from_pretrained(str(backbone.folder))
-        model = AutoModel.from_pretrained(str(backbone.folder), dtype=torch.float32) if pretrained else \
-            AutoModel.from_config(config, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(str(backbone.folder))
+    model = AutoModel.from_pretrained(str(backbone.folder), dtype=torch.float32) if pretrained else \
+        AutoModel.from_config(config, dtype=torch.float32)
     d_model = getattr(config, "d_model", None) or config.hidden_size
     dropout = getattr(config, "classifier_dropout", 0.0) or 0.0  # as transformers' own classification heads
     head = EncoderPooledClassifier(model.get_encoder(), d_model, num_labels, float(dropout))
