@@ -132,6 +132,15 @@ def probe(backbone: Backbone, task, recipe: ProbeRecipe, pretrained: bool = True
     model = model if model is not None else classifier(backbone, task.num_labels, pretrained, seed, pooling)
     feats = {split: features(backbone, model, _encoded(backbone, task, split, recipe.max_length), recipe.batch_size)
              for split in task.splits}
+    result = linear_probe(feats, task, recipe)
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+def linear_probe(feats: dict, task, recipe: ProbeRecipe) -> dict:
+    """A logistic regression on fixed features per split ({split: [n, d]}): standardized with the training split's
+    mean and deviation, its L2 strength chosen on the validation split (train when there is none, never test),
+    scored on validation and test."""
     mean, std = feats["train"].mean(0), feats["train"].std(0).clamp(min=1e-6)
     feats = {s: (f - mean) / std for s, f in feats.items()}
     y = torch.tensor(task.splits["train"]["label"])
@@ -147,5 +156,5 @@ def probe(backbone: Backbone, task, recipe: ProbeRecipe, pretrained: bool = True
     result = {split: scores((_with_bias(feats[split]) @ w).argmax(-1),
                             task.splits[split]["label"], task.num_labels)
               for split in ("validation", "test") if split in task.splits}
-    result["l2"], result["seconds"] = l2, time.perf_counter() - start
+    result["l2"] = l2
     return result
