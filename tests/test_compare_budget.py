@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_fixtures import write_corpus  # noqa: E402
+from train_fixtures import write_corpus, write_word_task  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -160,7 +160,10 @@ def seeded(tmp_path_factory, corpus):
     """seeds=2, two runs. First invocation: bert+mlm stops early (both seeds, as if interrupted); the second resumes
     both bert seeds and skips the finished gpt2 seeds; the third skips everything."""
     out = tmp_path_factory.mktemp("seeds") / "cmp"
-    defaults = tiny(out, corpus, [BERT, GPT2], {"max_tokens": 2000})
+    task = write_word_task(out.parent / "task.csv", 60, 0)
+    defaults = tiny(out, corpus, [BERT, GPT2], {"max_tokens": 2000},
+                    downstream={"task": str(task), "seeds": 2, "bag_of_words": False,
+                                "recipe": {"epochs": 1, "lr": 3e-3, "batch_size": 16, "max_length": 32}})
     interrupted = copy.deepcopy(defaults)
     interrupted["runs"][0]["run"] = {"stop_at_step": 3}
     first = quiet(["--seeds", "2"], interrupted)
@@ -210,6 +213,27 @@ def test_seeds_report_shows_mean_and_range(seeded):
     assert "| bert+mlm (seed 1) |" in md  # every seed in the yardstick table
     for png in ("val_loss_vs_tokens.png", "val_loss_vs_time.png", "yardstick.png"):
         assert (out / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_seeds_downstream_spread_is_across_pretraining_seeds(seeded):
+    """With --seeds 2 each pretrained cell is over the two pretraining seeds (each the median of its fine-tuning
+    seeds), and the report says how many pretraining seeds stand behind each number."""
+    import statistics
+
+    out = seeded[0]
+    down = json.loads((out / "results.json").read_text())["downstream"]
+    assert [row["name"] for row in down["rows"]] == ["bert+mlm", "gpt2+clm"]
+    for row in down["rows"]:
+        folder = row["name"].replace("+", "_")
+        per_seed = [statistics.median(r["test"]["accuracy"] for r in json.loads(
+            (out / "runs" / f / "finetune" / "task" / "results.json").read_text())["finetune"]["pretrained"]
+            ["per_seed"]) for f in (folder, f"{folder}-seed1")]
+        cell = row["cells"]["finetune/pretrained"]
+        assert row["pretraining_seeds"] == 2 and (cell["n"], cell["over"]) == (2, "pretraining seeds")
+        assert cell["median"] == pytest.approx(statistics.median(per_seed))
+        assert cell["range"] == pytest.approx(max(per_seed) - min(per_seed))
+    md = (out / "report.md").read_text()
+    assert md.count("2 pretraining seeds (spread across them), each the median of 2 fine-tuning seeds") == 2
 
 
 def test_seeds_rerun_skips_every_finished_run(seeded):

@@ -170,3 +170,11 @@ def test_report_html_lists_match_markdown(tmp_path):
     lists = len(re.findall(r"(?:^|\n\n)- ", md))
     html = document.to_html(md, "t", tmp_path)
     assert html.count("<ul>") == lists == 3 and html.count("<table>") == 1
+
+
+def test_spread_in_results_json_is_a_median_of_three_seeds():
+    """pretrain finetune's results.json (and the model card it feeds): median, min, max of 0.60, 0.62, 0.95."""
+    from pretrain.downstream.scores import spread
+
+    s = spread([{"accuracy": 0.60}, {"accuracy": 0.95}, {"accuracy": 0.62}])["accuracy"]
+    assert s == {"median": 0.62, "min": 0.60, "max": 0.95}
