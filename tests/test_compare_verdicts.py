@@ -178,3 +178,41 @@ def test_spread_in_results_json_is_a_median_of_three_seeds():
 
     s = spread([{"accuracy": 0.60}, {"accuracy": 0.95}, {"accuracy": 0.62}])["accuracy"]
     assert s == {"median": 0.62, "min": 0.60, "max": 0.95}
+
+
+def test_cloze_accuracy_top5_nll_and_standard_error():
+    """Ten hidden tokens; the model's logits rank the answer first for 3, second for 2 more, last for the rest:
+    accuracy 0.3, standard error sqrt(0.3 x 0.7 / 10) = 0.1449 (not over n - 1, not of top-5), top-5 0.5, NLL the
+    mean -log softmax of the answer."""
+    import math
+
+    import torch
+
+    from pretrain.compare.yardstick import cloze
+
+    vocab, n = 8, 10
+    windows = torch.arange(n * 4).remainder(vocab).view(n, 4)
+    positions = torch.full((n,), 2)
+    targets = windows[:, 2]
+    rank = [0, 0, 0, 1, 1, 7, 7, 7, 7, 7]  # where each answer ranks
+    scores = torch.tensor([float(vocab - r) for r in range(vocab)])  # descending: rank r gets vocab - r
+
+    asked = []  # the windows come in order, in batches
+
+    def logits_for(model, rows, where, variant):
+        out = torch.zeros(len(rows), vocab)
+        for i, row in enumerate(rows):
+            k = len(asked)
+            asked.append(row)
+            others = [v for v in range(vocab) if v != int(targets[k])]
+            order = others[:rank[k]] + [int(targets[k])] + others[rank[k]:]
+            out[i, order] = scores
+        return out
+
+    objective = SimpleNamespace(module=None, cloze_logits=logits_for, cloze_method="fake")
+    model = torch.nn.Linear(1, 1)
+    result = cloze(model, objective, windows, positions, batch_size=4, variants=("both",))["both"]
+    logp = torch.log_softmax(scores, 0)
+    assert result["accuracy"] == pytest.approx(0.3) and result["top5"] == pytest.approx(0.5)
+    assert result["stderr"] == pytest.approx(math.sqrt(0.3 * 0.7 / 10))
+    assert result["nll"] == pytest.approx(float(-sum(logp[r] for r in rank) / n), rel=1e-6)
