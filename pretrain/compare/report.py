@@ -525,6 +525,8 @@ def report_markdown(data: dict, cfg) -> str:
         document.bullets([f"*{r['name']}* ({r['objective_title'] or r['objective']}): {r['loss_meaning']}"
                           for r in firsts]),
         "## Validation loss",
+        "One panel per run, each on its own scale: the objectives' losses differ in kind and size (ELECTRA's is "
+        "the generator's plus 50 x the discriminator's), so read each curve's shape, not its level.",
         *[picture(f"validation loss {caption}", plots[key]) for key, caption in
           (("val_loss_vs_tokens", "against tokens seen"), ("val_loss_vs_time", "against wall time")) if key in plots]]
     yardstick = [
