@@ -216,3 +216,22 @@ def test_cloze_accuracy_top5_nll_and_standard_error():
     assert result["accuracy"] == pytest.approx(0.3) and result["top5"] == pytest.approx(0.5)
     assert result["stderr"] == pytest.approx(math.sqrt(0.3 * 0.7 / 10))
     assert result["nll"] == pytest.approx(float(-sum(logp[r] for r in rank) / n), rel=1e-6)
+
+
+def test_validation_loss_panels_each_on_its_own_scale():
+    """One panel per run: ELECTRA's loss (about 26) does not stretch BERT's axis (about 6), and two seeds of a run
+    share its panel."""
+    import matplotlib.pyplot as plt
+
+    from pretrain.compare.report import val_loss_figure
+
+    def run(name, level, seed=0):
+        return {"name": name, "parameters": 1e6, "seed_index": seed,
+                "val_curve": [{"tokens": t * 1000, "loss": level + 1 / t + 0.01 * seed} for t in range(1, 5)]}
+    fig = val_loss_figure([run("bert+mlm", 6), run("bert+mlm", 6, 1), run("electra+rtd", 26), run("t5+span", 4)],
+                          "tokens")
+    panels = [ax for ax in fig.axes if ax.axison]
+    assert [ax.get_title().split(" ")[0] for ax in panels] == ["bert+mlm", "electra+rtd", "t5+span"]
+    assert panels[0].get_ylim()[1] < 8 and panels[1].get_ylim()[0] > 24 and panels[2].get_ylim()[1] < 6
+    assert "mean of 2 seeds" in panels[0].get_title()
+    plt.close(fig)

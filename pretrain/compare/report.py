@@ -170,7 +170,7 @@ def by_run(results: list[dict]) -> dict[str, list[dict]]:
     return groups
 
 
-def plot_val_loss(results: list[dict], x_key: str, path: Path) -> Path:
+def val_loss_figure(results: list[dict], x_key: str):
     """Small multiples: one panel per run, each on its own loss scale (the objectives' losses differ in kind and
     size: ELECTRA's generator + 50 x discriminator would flatten every other curve on a shared axis); with several
     seeds the mean over seeds (at each evaluation) and a min-max band."""
@@ -208,6 +208,12 @@ def plot_val_loss(results: list[dict], x_key: str, path: Path) -> Path:
                                                                                            groups) else ""),
                  fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def plot_val_loss(results: list[dict], x_key: str, path: Path) -> Path:
+    """OUT/plots/val_loss_vs_*.png: the small multiples of val_loss_figure."""
+    fig = val_loss_figure(results, x_key)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
