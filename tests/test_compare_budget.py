@@ -232,6 +232,9 @@ def test_seeds_downstream_spread_is_across_pretraining_seeds(seeded):
         assert row["pretraining_seeds"] == 2 and (cell["n"], cell["over"]) == (2, "pretraining seeds")
         assert cell["median"] == pytest.approx(statistics.median(per_seed))
         assert cell["range"] == pytest.approx(max(per_seed) - min(per_seed))
+        # the random-init baseline is trained once (with the first seed): the same for every pretraining seed
+        second = json.loads((out / "runs" / f"{folder}-seed1" / "finetune" / "task" / "results.json").read_text())
+        assert "random_init" not in second["finetune"] and row["cells"]["finetune/random_init"]["n"] == 2
     md = (out / "report.md").read_text()
     assert md.count("2 pretraining seeds (spread across them), each the median of 2 fine-tuning seeds") == 2
 

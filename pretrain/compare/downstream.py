@@ -94,25 +94,28 @@ def _current(path: Path, settings: dict) -> bool:
 
 
 def evaluate_runs(cfg, task, runs, log=print):
-    """Probe and fine-tune every finished (run, seed); a results.json made with the same settings is reused."""
+    """Probe and fine-tune every finished (run, seed); a results.json made with the same settings is reused. The
+    random-init baseline is the same for every pretraining seed (the architecture and the init seeds are), so only
+    a run's first seed trains it."""
     if task is None:
         return
     recipe, probe_recipe = recipes(cfg.downstream)
-    settings = _settings(cfg, task)
     for i, t in enumerate(runs, 1):
         if not t.run_dir.finished():
             continue
+        baseline = cfg.downstream.baseline and t.seed_index == 0
+        settings = {**_settings(cfg, task), "baseline": baseline}
         path = t.run_dir.finetune / task.name / t.run_dir.FINETUNE_RESULTS
         label = t.name if t.seed_index == 0 else f"{t.name} (seed {t.seed})"
         if _current(path, settings):
             log(f"[downstream {i}/{len(runs)}] {label}: done already ({path}), reused")
             continue
         log(f"[downstream {i}/{len(runs)}] {label} on {task.name} ({', '.join(modes(cfg.downstream))}, "
-            f"{cfg.downstream.seeds} seeds{', random-init baseline' if cfg.downstream.baseline else ''}) ...")
+            f"{cfg.downstream.seeds} seeds{', random-init baseline' if baseline else ''}) ...")
         with tempfile.TemporaryDirectory(prefix="pretrain-compare-downstream-") as workdir:
             backbone = open_backbone(t.run_dir.path, Path(workdir))
             results = evaluate(backbone, task, modes(cfg.downstream), tuple(range(cfg.downstream.seeds)),
-                               cfg.downstream.baseline, recipe, probe_recipe, progress=cfg.progress, log=log,
+                               baseline, recipe, probe_recipe, progress=cfg.progress, log=log,
                                encoder_pooling=cfg.downstream.encoder_pooling)
         results["encoder_pooling"] = cfg.downstream.encoder_pooling
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,7 +137,7 @@ def cell_values(results: list[dict], mode: str, init: str, split: str) -> tuple[
     """The values a cell's median and spread are taken over, and what they vary over. Pretrained with several
     pretraining seeds: each pretraining seed's median over its fine-tuning seeds (the spread is then the noise of
     pretraining itself, not only of fine-tuning); pretrained with one: the fine-tuning seeds. Random init: the
-    init seeds (the same for every pretraining seed, so the first results.json holds them all)."""
+    init seeds (the same for every pretraining seed: only the first seed's results.json holds them)."""
     if init == "pretrained" and len(results) > 1:
         medians = [statistics.median(v) for v in (_accuracies(r, mode, init, split) for r in results) if v]
         return medians, "pretraining seeds"
