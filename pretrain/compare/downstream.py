@@ -228,9 +228,10 @@ def downstream_facts(cfg, task, runs, out: Path) -> dict | None:
     beaten = {mode: [row["label"] for row in rows if row["headline"] and _beats(row, mode)]
               for mode in ("finetune", "probe")}
     ranks = {mode: ranking(rows, f"{mode}/pretrained") for mode in ("finetune", "probe")}
-    pairs = [f"*{p['above']}* vs *{p['below']}*: {p['gap'] * 100:+.1f} points, "
-             f"{'larger than twice the spread: a real difference' if sep else 'within twice the spread: not separable at this budget'}"
-             f" ({_pct(p['spread'])} points)"
+    said = {True: "larger than twice the spread: a real difference",
+            False: "within twice the spread: not separable at this budget"}
+    pairs = [f"*{p['above']}* vs *{p['below']}*: {p['gap'] * 100:+.1f} points, {said[sep]} ({_pct(p['spread'])} "
+             f"points)"
              for sep, p in sorted([(True, p) for p in ranks["finetune"]["separated"]] +
                                   [(False, p) for p in ranks["finetune"]["not_separated"]],
                                   key=lambda x: -x[1]["gap"])]

@@ -12,8 +12,8 @@ A run is exported exactly as `pretrain export` does and the exported folder is l
 pools as its architecture does: BERT the [CLS] position (through its pooler), GPT-2 / Llama the last non-padding
 token, BART / T5 the decoder state at the final </s>. The probe's features are that same position's last hidden
 state. pooling="encoder" (encoder-decoders) is the other reading: a linear head on the mean of the encoder's final
-states (pretrain/downstream/encoder_pooled.py). A model without a transformers class (the generic `transformer` preset) is refused by the export, naming
-why.
+states (pretrain/downstream/encoder_pooled.py). A model without a transformers class (the generic `transformer`
+preset) is refused by the export, naming why.
 """
 from __future__ import annotations
 

@@ -105,7 +105,8 @@ def summary_lines(results: dict) -> list[str]:
             parts = [f"{split} accuracy {_cell(spread_, split)}, macro-F1 {_cell(spread_, split, 'macro_f1')}"
                      + (f", MCC {_cell(spread_, split, 'mcc')}" if "mcc" in spread_.get(split, {}) else "")
                      for split in ("validation", "test") if split in spread_]
-            lines.append(f"{mode:{16 if mode in ENCODER_MODES.values() else 8}s} {init:11s} ({len(block['per_seed'])} seed{'s' * (len(block['per_seed']) > 1)}): "
+            n = len(block["per_seed"])
+            lines.append(f"{mode:{16 if mode in ENCODER_MODES.values() else 8}s} {init:11s} ({n} seed{'s' * (n > 1)}): "
                          + "; ".join(parts))
     maj = results["majority"]
     lines.append("majority class: " + ", ".join(f"{split} accuracy {v:.3f}" for split, v in maj.items()))
