@@ -49,9 +49,33 @@ def code(text: str, language: str = "") -> str:
     return f"```{language}\n{text}\n```"
 
 
+LIST_ITEM = re.compile(r"^(?:[-*+]|\d+\.) ")
+
+
+def separated(block: str) -> str:
+    """A blank line around every list and table next to a line of text: Python-Markdown (unlike GitHub) reads a
+    list or table directly under a paragraph line as more of the paragraph, and a line under a list as more of its
+    last item. Fenced code is left alone."""
+    out, fenced, previous = [], False, ""  # previous: "" (blank), "text", "list" or "table"
+    for line in block.split("\n"):
+        if line.startswith("```"):
+            fenced = not fenced
+        if fenced or line.startswith("```"):
+            out.append(line)
+            previous = "text"
+            continue
+        kind = "" if not line.strip() else "list" if LIST_ITEM.match(line) else "table" \
+            if line.startswith("|") else ("list" if previous == "list" and line.startswith(" ") else "text")
+        if kind and previous and kind != previous:  # a list or table begins or ends: set it apart
+            out.append("")
+        out.append(line)
+        previous = kind
+    return "\n".join(out)
+
+
 def join(*blocks: str) -> str:
-    """Blocks separated by blank lines (empty blocks dropped)."""
-    return "\n\n".join(b.strip("\n") for b in blocks if b and b.strip()) + "\n"
+    """Blocks separated by blank lines (empty blocks dropped), each list and table set apart (see separated)."""
+    return "\n\n".join(separated(b.strip("\n")) for b in blocks if b and b.strip()) + "\n"
 
 
 def to_html(text: str, title: str, base_dir: Path) -> str:

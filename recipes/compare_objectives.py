@@ -1,22 +1,25 @@
 """Compare BERT (MLM), ELECTRA (replaced token detection), GPT-2 (CLM, FIM and the GPT-BERT hybrid), BART (text
 infilling) and T5 (span corruption and UL2's mixture of denoisers) on one corpus: one shared tokenizer, models of
-matched size (~1.0M parameters each, within 10%), the same token budget, then every model probed and fine-tuned on
-the built-in downstream task beside a random-init model of its architecture; writes report.md, report.html
-(self-contained) and results.json into the output directory.
+matched size (~1.0M parameters each, within 10%), the same training-FLOPs budget (equal compute: each objective
+gets the tokens and steps its FLOPs per step buy; the table shows them), then every model probed and fine-tuned on
+the built-in downstream task beside a random-init model of its architecture (encoder-decoders also through their
+encoder) and a bag-of-words baseline; writes report.md, report.html (self-contained) and results.json into the
+output directory (how to read them: docs/compare.md).
 
     python recipes/compare_objectives.py                                  # built-in corpus: ~15 min on 2 CPU cores (bf16)
     accelerate launch recipes/compare_objectives.py                       # the same under any launcher (GPUs: data parallel per run)
-    python recipes/compare_objectives.py --budget.max_tokens 5000000 --output_dir runs/cmp_big
-    python recipes/compare_objectives.py --budget.max_tokens null --budget.max_time 300   # equal wall time instead
-    python recipes/compare_objectives.py --seeds 3 --downstream.task null                 # 3 pretraining seeds, no downstream
+    python recipes/compare_objectives.py --budget.max_flops 3e13 --output_dir runs/cmp_big
+    python recipes/compare_objectives.py --budget.max_flops null --budget.max_tokens 1500000   # equal tokens instead
+    python recipes/compare_objectives.py --budget.max_flops null --budget.max_time 300   # equal wall time instead
+    python recipes/compare_objectives.py --seeds 3                                       # 3 pretraining seeds each
     python recipes/compare_objectives.py --only bert+mlm,gpt2+clm --data.files 'my_corpus/*.txt'
 
 Give the same command again after an interruption: finished runs are skipped, the current one resumes.
 The eight models: d_model 128, 4 heads, the shared ~4.2k vocabulary, embeddings tied everywhere; BERT and ELECTRA
 2 layers (ELECTRA's generator, 1/4 as wide, is not counted in the size), GPT-2 2 layers (CLM, FIM, hybrid), BART
-1+1 layers, T5 1+1 layers (gated d_ff 384; twice: span corruption and UL2); 1.5M corpus tokens each (about three
-passes over the built-in corpus). At this budget MLM and span corruption have not yet learned to answer the cloze,
-and the report says so.
+1+1 layers, T5 1+1 layers (gated d_ff 384; twice: span corruption and UL2); 7e12 training FLOPs each, what the
+former 1.5M corpus tokens cost on average (FLOPs per corpus token here: T5 span 2.4M, BERT 3.2M, ELECTRA 3.5M with
+its generator, UL2 4.5M, GPT-2 5.9M, BART 6.7M, so T5 span reads about 2.9M tokens and BART 1.0M).
 """
 import sys
 
@@ -49,7 +52,9 @@ DEFAULTS = {
     "output_dir": "runs/compare_objectives",
     "runs": RUNS,
     "tokenizer": {"kind": "bpe", "vocab_size": 4096},
-    "budget": {"max_tokens": 1_500_000},
+    # equal compute: each run trains the steps its expected FLOPs per step fit in (the trainer's count, ELECTRA's
+    # generator included); the same total as 1.5M tokens each gave
+    "budget": {"max_tokens": None, "max_flops": 7e12},
     "train": {"seq_len": 128, "batch_size": 16, "eval_batches": 4, "warmup_steps": 30},
     "n_evals": 8,
     # fine-tuned on a seeded 1,000-example sample of the training split: the low-resource setting where

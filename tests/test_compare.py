@@ -130,7 +130,12 @@ def test_downstream_section(comparison):
     out, _, first, second = comparison
     results = json.loads((out / "results.json").read_text())
     down = results["downstream"]
-    assert [row["name"] for row in down["rows"]] == [r["name"] for r in RUNS]
+    # the encoder-decoder is read two ways: transformers' decoder-pooled classifier and its encoder's mean state
+    assert [(row["name"], row["pooling"]) for row in down["rows"]] == [
+        ("bert+mlm", "native"), ("gpt2+clm", "native"), ("t5+span", "native"), ("t5+span", "encoder")]
+    assert [row["label"] for row in down["rows"] if row["headline"]] == ["bert+mlm", "gpt2+clm",
+                                                                         "t5+span (encoder-pooled)"]
+    assert 0 <= down["bag_of_words"]["accuracy"] <= 1
     for row in down["rows"]:
         for cell in ("probe/pretrained", "probe/random_init", "finetune/pretrained", "finetune/random_init"):
             s = row["cells"][cell]
@@ -138,12 +143,19 @@ def test_downstream_section(comparison):
         assert row["cells"]["finetune/random_init"]["n"] == 2 and row["cells"]["probe/pretrained"]["n"] == 1
         per_run = json.loads((out / "runs" / row["name"].replace("+", "_") / "finetune" / "word_task" /
                               "results.json").read_text())
-        assert per_run["finetune"]["pretrained"]["spread"]["test"]["accuracy"]["median"] == \
+        mode = "finetune" if row["pooling"] == "native" else "finetune_encoder"
+        assert per_run[mode]["pretrained"]["spread"]["test"]["accuracy"]["median"] == \
             row["cells"]["finetune/pretrained"]["median"]
-    assert len(down["verdicts"]) == 2 * len(RUNS) and len(down["pairs"]) == 3
+    assert len(down["verdicts"]) == 2 * (len(RUNS) + 1) and len(down["pairs"]) == 3
     assert all(("more than twice" in v) or ("not more than twice" in v) for v in down["verdicts"])
     md = (out / "report.md").read_text()
     assert "## Downstream" in md and "fine-tuned, random init" in md and "word_task" in md
+    assert "| bag of words (reference, no pretraining) |" in md and "**Ranking, fine-tuned**" in md
+    assert "1 pretraining seed; spread across 2 fine-tuning seeds only" in md
+    html = (out / "report.html").read_text()
+    blocks = md.split("\n\n")
+    assert html.count("<ul>") == sum(b.startswith("- ") for b in blocks) > 3
+    assert html.count("<table>") == sum(b.startswith("| ") for b in blocks) >= 3
     check_png(out / "plots" / "downstream.png")
     assert second.count("done already") >= 2  # the runs finished in the first invocation keep their results
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_fixtures import write_corpus  # noqa: E402
+from train_fixtures import write_corpus, write_word_task  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -24,6 +24,8 @@ GPT2 = {"name": "gpt2+clm", "model": {"preset": "gpt2", "d_model": 32, "n_layers
 T5 = {"name": "t5+span", "model": {"preset": "t5", "d_model": 32, "n_layers": 1, "n_heads": 2, "head_dim": 16,
                                    "d_ff": 40, "tie_embeddings": True},
       "objective": {"name": "span"}, "optim": {"lr": 3e-3}}
+ELECTRA = {"name": "electra+rtd", "model": {"preset": "electra", "d_model": 32, "n_layers": 2, "n_heads": 2,
+                                           "d_ff": 64}, "objective": {"name": "electra"}, "optim": {"lr": 3e-3}}
 BATCH, SEQ = 8, 32
 MAX_FLOPS = 4e8  # about 11 steps of the BERT, 14 of the T5
 
@@ -54,7 +56,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def flops_comparison(tmp_path_factory, corpus):
     out = tmp_path_factory.mktemp("flops") / "cmp"
-    defaults = tiny(out, corpus, [BERT, T5], {"max_tokens": None, "max_flops": MAX_FLOPS})
+    defaults = tiny(out, corpus, [BERT, T5, ELECTRA], {"max_tokens": None, "max_flops": MAX_FLOPS})
     printed = quiet([], defaults)
     return out, defaults, printed, json.loads((out / "results.json").read_text())
 
@@ -70,7 +72,7 @@ def test_flops_budget_each_run_spends_the_budget(flops_comparison):
     assert results["budget"]["kind"] == ["flops"] and results["budget"]["max_flops"] == MAX_FLOPS
     planned = {p["name"]: p for p in results["budget"]["per_run"]}
     runs = {r["name"]: r for r in results["runs"]}
-    assert set(planned) == set(runs) == {"bert+mlm", "t5+span"}
+    assert set(planned) == set(runs) == {"bert+mlm", "t5+span", "electra+rtd"}
     for name, r in runs.items():
         step = planned[name]["flops_per_step"]
         assert r["steps"] == planned[name]["steps"] == math.floor(MAX_FLOPS / step)
@@ -78,6 +80,11 @@ def test_flops_budget_each_run_spends_the_budget(flops_comparison):
         assert r["tokens"] == planned[name]["tokens"]
         assert f"{step:.3g} FLOPs per step -> {r['steps']:,} steps" in printed
     assert runs["bert+mlm"]["tokens"] != runs["t5+span"]["tokens"]  # equal compute, different tokens
+    # ELECTRA's generator is counted (Objective.own_flops): it costs more per step than the same-sized BERT, so it
+    # trains fewer steps on the same budget
+    assert planned["electra+rtd"]["flops_per_step"] > 1.03 * planned["bert+mlm"]["flops_per_step"]
+    assert runs["electra+rtd"]["steps"] < runs["bert+mlm"]["steps"]
+    assert "| tokens seen | steps | train FLOPs |" in (out / "report.md").read_text()
     md = (out / "report.md").read_text()
     assert "equal training FLOPs: 4e+08 training FLOPs per run" in md
     assert "Equal training FLOPs." in md and f"{runs['t5+span']['tokens']:,} tokens" in md
@@ -118,7 +125,7 @@ def test_flops_budget_below_one_step_refused(flops_comparison):
 
     defaults = flops_comparison[1]
     small = {**defaults, "budget": {"max_tokens": None, "max_flops": 1e6}}
-    with pytest.raises(UserError, match=r"less than one optimizer step of run bert\+mlm .*at least \d") as e:
+    with pytest.raises(UserError, match=r"less than one optimizer step of run electra\+rtd .*at least \d") as e:
         compare_main([], small)
     assert "\n" not in str(e.value)
 
@@ -131,7 +138,7 @@ def test_finished_runs_reused_only_with_the_same_flops_budget(flops_comparison):
     for budget in ({"max_tokens": None, "max_flops": 2 * MAX_FLOPS}, {"max_tokens": 4000}):
         with pytest.raises(UserError, match="finished with budget"):
             compare_main([], {**defaults, "budget": budget})
-    assert quiet([], defaults).count("finished already") == 2  # the same budget: reused
+    assert quiet([], defaults).count("finished already") == 3  # the same budget: reused
 
 
 def test_bad_budget_and_seeds_refused(tmp_path):
@@ -153,7 +160,10 @@ def seeded(tmp_path_factory, corpus):
     """seeds=2, two runs. First invocation: bert+mlm stops early (both seeds, as if interrupted); the second resumes
     both bert seeds and skips the finished gpt2 seeds; the third skips everything."""
     out = tmp_path_factory.mktemp("seeds") / "cmp"
-    defaults = tiny(out, corpus, [BERT, GPT2], {"max_tokens": 2000})
+    task = write_word_task(out.parent / "task.csv", 60, 0)
+    defaults = tiny(out, corpus, [BERT, GPT2], {"max_tokens": 2000},
+                    downstream={"task": str(task), "seeds": 2, "bag_of_words": False,
+                                "recipe": {"epochs": 1, "lr": 3e-3, "batch_size": 16, "max_length": 32}})
     interrupted = copy.deepcopy(defaults)
     interrupted["runs"][0]["run"] = {"stop_at_step": 3}
     first = quiet(["--seeds", "2"], interrupted)
@@ -205,6 +215,30 @@ def test_seeds_report_shows_mean_and_range(seeded):
         assert (out / "plots" / png).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_seeds_downstream_spread_is_across_pretraining_seeds(seeded):
+    """With --seeds 2 each pretrained cell is over the two pretraining seeds (each the median of its fine-tuning
+    seeds), and the report says how many pretraining seeds stand behind each number."""
+    import statistics
+
+    out = seeded[0]
+    down = json.loads((out / "results.json").read_text())["downstream"]
+    assert [row["name"] for row in down["rows"]] == ["bert+mlm", "gpt2+clm"]
+    for row in down["rows"]:
+        folder = row["name"].replace("+", "_")
+        per_seed = [statistics.median(r["test"]["accuracy"] for r in json.loads(
+            (out / "runs" / f / "finetune" / "task" / "results.json").read_text())["finetune"]["pretrained"]
+            ["per_seed"]) for f in (folder, f"{folder}-seed1")]
+        cell = row["cells"]["finetune/pretrained"]
+        assert row["pretraining_seeds"] == 2 and (cell["n"], cell["over"]) == (2, "pretraining seeds")
+        assert cell["median"] == pytest.approx(statistics.median(per_seed))
+        assert cell["range"] == pytest.approx(max(per_seed) - min(per_seed))
+        # the random-init baseline is trained once (with the first seed): the same for every pretraining seed
+        second = json.loads((out / "runs" / f"{folder}-seed1" / "finetune" / "task" / "results.json").read_text())
+        assert "random_init" not in second["finetune"] and row["cells"]["finetune/random_init"]["n"] == 2
+    md = (out / "report.md").read_text()
+    assert md.count("2 pretraining seeds (spread across them), each the median of 2 fine-tuning seeds") == 2
+
+
 def test_seeds_rerun_skips_every_finished_run(seeded):
     out, defaults = seeded[:2]
     finals = sorted((out / "runs").glob("*/final/model.safetensors"))
@@ -213,3 +247,16 @@ def test_seeds_rerun_skips_every_finished_run(seeded):
     printed = quiet(["--seeds", "2"], defaults)
     assert printed.count("finished already") == 4
     assert before == {p: p.stat().st_mtime_ns for p in finals}
+
+
+def test_the_default_comparison_is_equal_compute():
+    """recipes/compare_objectives.py budgets training FLOPs (equal tokens and equal wall time stay options)."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "recipes"))
+    from compare_objectives import DEFAULTS
+
+    from pretrain.compare.config import parse_compare_config
+
+    cfg = parse_compare_config([], DEFAULTS)
+    assert cfg.budget.max_flops > 0 and cfg.budget.max_tokens is None and cfg.budget.max_time is None
+    tokens = parse_compare_config(["--budget.max_flops", "null", "--budget.max_tokens", "1000"], DEFAULTS)
+    assert (tokens.budget.max_flops, tokens.budget.max_tokens) == (None, 1000)

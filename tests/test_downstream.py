@@ -214,3 +214,164 @@ def test_scores_against_hand_computed_values():
     assert s3["macro_f1"] == pytest.approx((2 / 3 + 0 + 1) / 3) and "mcc" not in s3
     assert scores([1] * 4, [1] * 4, 2)["mcc"] == 0.0  # an empty row / column: 0, not a division by zero
     assert spread([{"a": 1.0}, {"a": 3.0}, {"a": 2.0}]) == {"a": {"median": 2.0, "min": 1.0, "max": 3.0}}
+
+
+def test_one_split_given_leaves_its_share_of_the_rows_in_train(task_files):
+    """--task train.csv --test test.csv: only validation is cut out of train (10%); the 10% a three-way split
+    would have given to test stays in train instead of being dropped. Likewise with --validation alone."""
+    from pretrain.evaluate.tasks import TaskSpec, load_task
+
+    train, validation, test = (task_files[s] for s in ("train", "validation", "test"))  # 240, 100, 200 rows
+    only_test = load_task(TaskSpec(task=str(train), test=str(test)))
+    assert {s: only_test.size(s) for s in only_test.splits} == {"train": 216, "validation": 24, "test": 200}
+    assert only_test.notes[0].startswith("validation held out") and "the rest trains" in only_test.notes[0]
+    only_validation = load_task(TaskSpec(task=str(train), validation=str(validation)))
+    assert {s: only_validation.size(s) for s in only_validation.splits} == {"train": 216, "validation": 100,
+                                                                            "test": 24}
+    neither = load_task(TaskSpec(task=str(train)))  # both missing: the three-way split, as before
+    assert {s: neither.size(s) for s in neither.splits} == {"train": 192, "validation": 24, "test": 24}
+    texts = [t for s in ("train", "validation") for t in only_test.splits[s]["text"]]
+    assert len(texts) == 240  # every row of the file used once
+
+
+# ---- the protocol behind the verdicts: each of these fails on a wrong version that once passed the suite -----------
+def test_probe_chooses_its_l2_on_validation_never_on_test(monkeypatch):
+    """Features where the test labels are the validation labels flipped: the weak penalty is right on validation
+    (100%) and wrong on test; the strong one (weights ~0, the bias alone: the majority class) is the reverse.
+    The probe must pick the weak one, by validation."""
+    from pretrain.evaluate import finetune
+    from pretrain.evaluate.recipe import ProbeRecipe
+    from pretrain.evaluate.tasks import Task
+
+    g = torch.Generator().manual_seed(0)
+    signal = {s: torch.randn(n, 1, generator=g) for s, n in (("train", 60), ("validation", 40), ("test", 40))}
+    labels = {s: (x[:, 0] > -0.3).long().tolist() for s, x in signal.items()}  # class 1 the majority
+    labels["test"] = [1 - y for y in labels["test"]]
+    task = Task("flip", "", [0, 1], {s: {"text": [s] * len(y), "text_pair": None, "label": y}
+                                     for s, y in labels.items()})
+    monkeypatch.setattr(finetune, "_encoded", lambda backbone, task, split, max_length: split)
+    monkeypatch.setattr(finetune, "features", lambda backbone, model, split, batch_size: signal[split])
+    result = finetune.probe(None, task, ProbeRecipe(l2_grid=(1e-4, 100.0)), model=object())
+    assert result["l2"] == 1e-4
+    assert result["validation"]["accuracy"] > 0.9 and result["test"]["accuracy"] < 0.1
+
+
+def test_evaluate_runs_the_protocol_it_reports(monkeypatch):
+    """Which model each cell comes from: the pretrained probe once (seed-free), the random-init probe and both
+    fine-tunings once per seed, the baseline always with pretrained=False."""
+    from pretrain.evaluate import evaluate as module
+    from pretrain.evaluate.tasks import Task
+
+    calls = []
+
+    def fake(mode):
+        def run(backbone, task, recipe, pretrained, seed, **kwargs):
+            calls.append((mode, pretrained, seed))
+            return {"validation": {"accuracy": 0.5}, "test": {"accuracy": 0.5}, "seconds": 0.0}
+        return run
+
+    monkeypatch.setattr(module, "probe", fake("probe"))
+    monkeypatch.setattr(module, "fine_tune", fake("finetune"))
+    task = Task("t", "", [0, 1], {s: {"text": ["a", "b"], "text_pair": None, "label": [0, 1]}
+                                  for s in ("train", "validation", "test")})
+    backbone = type("B", (), {"source": "x", "description": "", "model_type": "bert", "arch": "encoder"})()
+    module.evaluate(backbone, task, seeds=(0, 1, 2), baseline=True, progress=False, log=lambda m: None)
+    assert calls == [("probe", True, 0), ("probe", False, 0), ("probe", False, 1), ("probe", False, 2),
+                     ("finetune", True, 0), ("finetune", True, 1), ("finetune", True, 2),
+                     ("finetune", False, 0), ("finetune", False, 1), ("finetune", False, 2)]
+
+
+def test_random_init_baseline_holds_none_of_the_pretrained_weights(runs, tmp_path):
+    """classifier(pretrained=False) is the architecture with fresh weights drawn from the seed: equal to
+    transformers' own from_config under that seed, and sharing no weight matrix with the pretrained model."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from pretrain.evaluate.classifier import classifier, open_backbone
+
+    backbone = open_backbone(runs["bert"], tmp_path)
+    pretrained = classifier(backbone, 2, pretrained=True, seed=1).state_dict()
+    baseline = classifier(backbone, 2, pretrained=False, seed=1).state_dict()
+    config = AutoConfig.from_pretrained(str(backbone.folder), num_labels=2)
+    config.pad_token_id = backbone.tokenizer.pad_token_id
+    torch.manual_seed(1)
+    reference = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32).state_dict()
+    assert baseline.keys() == reference.keys() == pretrained.keys()
+    assert all(torch.equal(baseline[k], reference[k]) for k in reference)
+    matrices = [k for k, v in pretrained.items() if v.dim() == 2 and "classifier" not in k]
+    assert matrices and not any(torch.equal(baseline[k], pretrained[k]) for k in matrices)
+
+
+# ---- encoder-decoders judged by their encoders -------------------------------------------------------------------
+def _with_changed_weights(folder: Path, out: Path, which: str) -> Path:
+    """A copy of an exported folder with noise added to every weight of the decoder (or the encoder) stack."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(folder, out)
+    weights = load_file(str(out / "model.safetensors"))
+    changed = [k for k in weights if k.startswith((f"{which}.", f"model.{which}.")) and "embed_tokens" not in k]
+    assert changed
+    g = torch.Generator().manual_seed(0)
+    for k in changed:
+        weights[k] = weights[k] + 0.5 * torch.randn(weights[k].shape, generator=g)
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out
+
+
+@pytest.mark.parametrize("family", ["t5", "bart"])
+def test_encoder_pooled_probe_reads_the_encoder_only(family, runs, task_files, tmp_path):
+    """The encoder-pooled features are transformers' encoder's final states averaged over the real tokens; new
+    decoder weights leave them bit-identical, new encoder weights change them."""
+    import dataclasses
+
+    from transformers import AutoModel
+
+    from pretrain.evaluate.classifier import classifier, encode, open_backbone, pad, pooled_features
+
+    backbone = open_backbone(runs[family], tmp_path / "a")
+    batch = pad(backbone, encode(backbone, ["a short one", "and a somewhat longer sentence here"], None, 32))
+
+    def feats(b):
+        model = classifier(b, 2, pooling="encoder").eval()
+        with torch.no_grad():
+            return pooled_features(b, model, batch)
+
+    base = feats(backbone)
+    reference = AutoModel.from_pretrained(str(backbone.folder)).eval().get_encoder()
+    with torch.no_grad():
+        hidden = reference(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    assert torch.allclose(base, (hidden * mask).sum(1) / mask.sum(1), atol=1e-6)
+    decoder = dataclasses.replace(backbone, folder=_with_changed_weights(backbone.folder, tmp_path / "d", "decoder"))
+    assert torch.equal(feats(decoder), base)
+    encoder = dataclasses.replace(backbone, folder=_with_changed_weights(backbone.folder, tmp_path / "e", "encoder"))
+    assert not torch.allclose(feats(encoder), base, atol=1e-3)
+    # transformers' own (decoder-pooled) classifier does read the decoder: the test can see the difference
+    native = classifier(backbone, 2).eval(), classifier(decoder, 2).eval()
+    with torch.no_grad():
+        assert not torch.allclose(pooled_features(backbone, native[0], batch),
+                                  pooled_features(decoder, native[1], batch), atol=1e-3)
+
+
+def test_encoder_pooling_in_evaluate_and_its_random_init(runs, task_files, tmp_path, one_thread):
+    """evaluate(encoder_pooling=True) on a T5 adds probe_encoder / finetune_encoder beside the native modes; the
+    encoder-pooled random-init baseline holds none of the pretrained encoder's weights."""
+    from pretrain.evaluate.classifier import classifier, open_backbone
+    from pretrain.evaluate.evaluate import evaluate, summary_lines
+    from pretrain.evaluate.recipe import FinetuneRecipe
+    from pretrain.evaluate.tasks import TaskSpec, load_task
+
+    backbone = open_backbone(runs["t5"], tmp_path)
+    pretrained = classifier(backbone, 2, pretrained=True, pooling="encoder").state_dict()
+    baseline = classifier(backbone, 2, pretrained=False, seed=0, pooling="encoder").state_dict()
+    matrices = [k for k, v in pretrained.items() if v.dim() == 2 and k.startswith("encoder.") and "embed" not in k]
+    assert matrices and not any(torch.equal(baseline[k], pretrained[k]) for k in matrices)
+    task = load_task(TaskSpec(task=str(task_files["train"]), validation=str(task_files["validation"]),
+                              test=str(task_files["test"]), max_train=48))
+    results = evaluate(backbone, task, ("finetune",), (0,), True, FinetuneRecipe(epochs=1, batch_size=16,
+                                                                                  max_length=32),
+                       progress=False, log=lambda m: None, encoder_pooling=True)
+    assert set(results) >= {"finetune", "finetune_encoder"} and "probe" not in results
+    assert set(results["finetune_encoder"]) == {"pretrained", "random_init"}
+    assert any(line.startswith("finetune_encoder") for line in summary_lines(results))

@@ -198,3 +198,36 @@ def test_the_generators_flops_are_counted():
     per_token = 6 * 12 * w * w + 12 * 64 * w + 6 * d * w
     head = 6 * (w * d + d * V) * 0.15 * tokens
     assert obj.own_flops(batch) == pytest.approx(per_token * tokens + head)
+
+
+def test_the_generator_stays_inside_each_document_under_document_masking():
+    """With objective.document_masking the generator, like the discriminator, never reads another packed document:
+    changing the second document's tokens leaves the generator's logits on the first document unchanged (and
+    without document masking they do change, so the test can see a leak)."""
+    tok = wordpiece()
+    cfg = model_config("electra", tok, d_model=64, n_heads=4)
+    ordinary = [v for v in range(len(tok)) if v not in set(tok.all_special_ids)]
+    g = torch.Generator().manual_seed(3)
+    first = torch.tensor(ordinary)[torch.randint(len(ordinary), (1, 15), generator=g)]
+    second = torch.tensor(ordinary)[torch.randint(len(ordinary), (2, 16), generator=g)]
+    eos = torch.tensor([[tok.eos_token_id]])
+    blocks = [torch.cat([first, eos, s[None]], 1) for s in second]  # two blocks: same first document, other second
+
+    def first_document_logits(documents: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        obj = build_objective("electra", tok, cfg, documents=documents)
+        model = Transformer(cfg).eval()
+        out = []
+        for block in blocks:
+            batch = obj.collate(block, torch.Generator().manual_seed(0))
+            batch["labels"] = torch.where(torch.isin(block, torch.tensor(tok.all_special_ids)), -100, block)
+            selected = batch["labels"] != -100
+            with torch.no_grad():
+                step = obj.forward(model, batch)
+            out.append(step.gen_logits[: int(selected[0, :15].sum())])  # row-major: the first document's come first
+        return out
+
+    masked = first_document_logits(True)
+    assert torch.allclose(masked[0], masked[1], atol=1e-6, rtol=0)
+    unmasked = first_document_logits(False)
+    assert not torch.allclose(unmasked[0], unmasked[1], atol=1e-6, rtol=0)

@@ -48,6 +48,8 @@ class DownstreamSection:
     mode: str = "both"  # both | finetune | probe
     seeds: int = 3  # fine-tuning seeds per run
     baseline: bool = True  # the random-init model of each run's architecture, same recipe
+    encoder_pooling: bool = True  # encoder-decoders also read through their encoder's mean-pooled states
+    bag_of_words: bool = True  # the bag-of-words baseline as a reference line
     recipe: dict[str, Any] = field(default_factory=dict)  # FinetuneRecipe overrides: epochs, lr, batch_size, ...
     task_options: dict[str, Any] = field(default_factory=dict)  # TaskSpec fields: validation, test, text_column, ...
 

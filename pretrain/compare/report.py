@@ -6,7 +6,7 @@ and the PNGs under OUT/plots/ and OUT/attention/.
 Per run: parameters, tokens seen, FLOPs, wall time, tokens/s, MFU, final validation loss and own accuracy (from
 the run's metrics.jsonl / final/), the yardstick (pretrain/compare/yardstick.py, the same held-out positions for
 all), a sample and an attention picture of one shared sentence. Plots: validation loss against tokens and against
-wall time, and the yardstick. The report says which numbers are comparable across objectives and which are not,
+wall time (one panel per run, each on its own scale), and the yardstick. The report says which numbers are comparable across objectives and which are not,
 and states the budget (its kind; with a FLOPs budget, each run's FLOPs per step, steps and tokens).
 
 Several pretraining seeds (cfg.seeds > 1): `runs` holds every (run, seed); results.json keeps each one's numbers
@@ -171,35 +171,51 @@ def by_run(results: list[dict]) -> dict[str, list[dict]]:
     return groups
 
 
-def plot_val_loss(results: list[dict], x_key: str, path: Path) -> Path:
-    """One line per run; with several seeds the mean over seeds (at each evaluation) and a min-max band."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    scale = 1e6 if x_key == "tokens" else 1.0
-    for i, group in enumerate(by_run(results).values()):
+def val_loss_figure(results: list[dict], x_key: str):
+    """Small multiples: one panel per run, each on its own loss scale (the objectives' losses differ in kind and
+    size: ELECTRA's generator + 50 x discriminator would flatten every other curve on a shared axis); with several
+    seeds the mean over seeds (at each evaluation) and a min-max band."""
+    groups = []
+    for group in by_run(results).values():
         curves = [[c for c in r.get("val_curve", []) if isinstance(c.get("loss"), (int, float))
                    and isinstance(c.get(x_key), (int, float))] for r in group]
         curves = [c for c in curves if c]
-        if not curves:
-            continue
-        r, color = group[0], COLORS[i % len(COLORS)]
-        label = f"{r['name']} ({r['parameters'] / 1e6:.2f}M params)"
-        if len(curves) == 1:
-            xs = [c[x_key] / scale for c in curves[0]]
-            ax.plot(xs, [c["loss"] for c in curves[0]], marker="o", markersize=3.5, linewidth=1.6, color=color,
-                    label=label)
-            continue
+        if curves:
+            groups.append((group[0], curves))
+    scale = 1e6 if x_key == "tokens" else 1.0
+    n_cols = min(4, max(1, len(groups)))
+    n_rows = max(1, math.ceil(len(groups) / n_cols))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.4 * n_cols, 2.8 * n_rows + 0.6), squeeze=False)
+    for i, (r, curves) in enumerate(groups):
+        ax, color = axes[i // n_cols][i % n_cols], COLORS[i % len(COLORS)]
         n = min(len(c) for c in curves)  # the evaluations every seed reached (a time budget may differ)
         xs = [statistics.fmean(c[j][x_key] for c in curves) / scale for j in range(n)]
         losses = [[c[j]["loss"] for c in curves] for j in range(n)]
-        ax.fill_between(xs, [min(v) for v in losses], [max(v) for v in losses], color=color, alpha=0.18,
-                        linewidth=0)
-        ax.plot(xs, [statistics.fmean(v) for v in losses], marker="o", markersize=3.5, linewidth=1.6, color=color,
-                label=f"{label}, mean of {len(curves)} seeds, band min-max")
+        if len(curves) > 1:
+            ax.fill_between(xs, [min(v) for v in losses], [max(v) for v in losses], color=color, alpha=0.18,
+                            linewidth=0)
+        ax.plot(xs, [statistics.fmean(v) for v in losses], marker="o", markersize=3, linewidth=1.5, color=color)
+        seeds = f", mean of {len(curves)} seeds" if len(curves) > 1 else ""
+        ax.set_title(f"{r['name']} ({r['parameters'] / 1e6:.2f}M){seeds}", fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(True, alpha=0.3)
+    for j in range(len(groups), n_rows * n_cols):
+        axes[j // n_cols][j % n_cols].axis("off")
     xlabel = "corpus tokens seen (millions)" if x_key == "tokens" else "wall time (seconds, training + evaluation)"
-    _style(ax, xlabel, "validation loss (nats per predicted token)",
-           "Validation loss, each objective's own loss\n(the shapes are comparable, the levels are not)")
+    fig.supxlabel(xlabel, fontsize=10)
+    fig.supylabel("validation loss (own objective)", fontsize=10)
+    fig.suptitle("Validation loss, each objective's own loss on its own scale\n(read each panel's shape; levels "
+                 "are not comparable across panels)" + (", band min-max over seeds" if any(len(c) > 1 for _, c in
+                                                                                           groups) else ""),
+                 fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_val_loss(results: list[dict], x_key: str, path: Path) -> Path:
+    """OUT/plots/val_loss_vs_*.png: the small multiples of val_loss_figure."""
+    fig = val_loss_figure(results, x_key)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
@@ -517,6 +533,8 @@ def report_markdown(data: dict, cfg) -> str:
         document.bullets([f"*{r['name']}* ({r['objective_title'] or r['objective']}): {r['loss_meaning']}"
                           for r in firsts]),
         "## Validation loss",
+        "One panel per run, each on its own scale: the objectives' losses differ in kind and size (ELECTRA's is "
+        "the generator's plus 50 x the discriminator's), so read each curve's shape, not its level.",
         *[picture(f"validation loss {caption}", plots[key]) for key, caption in
           (("val_loss_vs_tokens", "against tokens seen"), ("val_loss_vs_time", "against wall time")) if key in plots]]
     yardstick = [

@@ -5,13 +5,15 @@
     model = classifier(backbone, num_labels, pretrained=False, seed=1)   # the random-init baseline
     batches = encode(backbone, texts, pairs, max_length)       # token ids, then pad(...) per batch
     features = pooled_features(backbone, model, batch)         # [B, d]: what the classification head reads
+    model = classifier(backbone, num_labels, pooling="encoder")  # encoder-decoders: the encoder's mean state
 
 A run is exported exactly as `pretrain export` does and the exported folder is loaded with
 `AutoModelForSequenceClassification`: what a user does next with the model, and a check on the export. Each class
 pools as its architecture does: BERT the [CLS] position (through its pooler), GPT-2 / Llama the last non-padding
 token, BART / T5 the decoder state at the final </s>. The probe's features are that same position's last hidden
-state. A model without a transformers class (the generic `transformer` preset) is refused by the export, naming
-why.
+state. pooling="encoder" (encoder-decoders) is the other reading: a linear head on the mean of the encoder's final
+states (pretrain/evaluate/encoder_pooled.py). A model without a transformers class (the generic `transformer`
+preset) is refused by the export, naming why.
 """
 from __future__ import annotations
 
@@ -103,11 +105,20 @@ def _arch(config) -> str:
                     f"or a decoder; export the model with pretrain export")
 
 
-def classifier(backbone: Backbone, num_labels: int, pretrained: bool = True, seed: int = 0):
+POOLINGS = ("native", "encoder")  # transformers' own classifier's pooling; an encoder-decoder's encoder, mean-pooled
+
+
+def classifier(backbone: Backbone, num_labels: int, pretrained: bool = True, seed: int = 0, pooling: str = "native"):
     """transformers' sequence classifier: pretrained weights + a new head, or all weights freshly initialized with
-    `seed` (the random-init baseline: same architecture and size). fp32, train mode."""
+    `seed` (the random-init baseline: same architecture and size). fp32, train mode. pooling="encoder": the
+    encoder-decoder's encoder with a linear head on its mean-pooled final states instead."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
+    if pooling == "encoder":
+        from .encoder_pooled import encoder_classifier
+
+        with quiet_transformers():
+            return encoder_classifier(backbone, num_labels, pretrained, seed)
     torch.manual_seed(seed)  # the new head (and for the baseline every weight) is drawn from this seed
     try:
         with quiet_transformers():
@@ -152,7 +163,10 @@ def pad(backbone: Backbone, rows: list[list[int]]) -> dict:
 
 
 def pooled_features(backbone: Backbone, model, batch: dict) -> torch.Tensor:
-    """The last hidden state at the position the classifier pools ([CLS], last real token, final </s>)."""
+    """The last hidden state at the position the classifier pools ([CLS], last real token, final </s>; the
+    encoder's mean state for an encoder-pooled classifier)."""
+    if hasattr(model, "features"):  # EncoderPooledClassifier
+        return model.features(**batch)
     out = model(**batch, output_hidden_states=True)
     rows = torch.arange(batch["input_ids"].shape[0])
     if backbone.arch == "encoder":

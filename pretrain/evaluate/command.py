@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("both", "finetune", "probe"), default="both")
     p.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds (0..N-1); median, min and max reported")
     p.add_argument("--no-baseline", action="store_true", help="skip the random-init baseline")
+    p.add_argument("--encoder-pooling", action="store_true",
+                   help="encoder-decoders: also judge the encoder alone (a linear head on its mean-pooled states)")
     p.add_argument("--epochs", type=int, default=r.epochs)
     p.add_argument("--lr", type=float, default=r.lr)
     p.add_argument("--batch-size", type=int, default=r.batch_size)
@@ -118,7 +120,7 @@ def finetune_main(argv: list[str] | None = None) -> int:
         for note in task.notes:
             print(f"  note: {note}", flush=True)
         results = evaluate(backbone, task, modes, tuple(range(args.seeds)), not args.no_baseline, recipe,
-                           probe_recipe, progress=not args.no_progress)
+                           probe_recipe, progress=not args.no_progress, encoder_pooling=args.encoder_pooling)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / RESULTS, json.dumps(results, indent=2))
     for line in summary_lines(results):

@@ -2,6 +2,7 @@
 
     fine_tune(backbone, task, recipe, pretrained=True, seed=0, progress=None) -> {"validation": scores, "test": ...}
     probe(backbone, task, recipe, pretrained=True, seed=0) -> {"validation": ..., "test": ..., "l2": ...}
+    (pooling="encoder" for either: an encoder-decoder read through its encoder's mean state)
 """
 from __future__ import annotations
 
@@ -56,11 +57,11 @@ def _optimizer(model, recipe: FinetuneRecipe):
 
 
 def fine_tune(backbone: Backbone, task, recipe: FinetuneRecipe, pretrained: bool = True, seed: int = 0,
-              progress=None) -> dict:
+              progress=None, pooling: str = "native") -> dict:
     """Full fine-tuning from the pretrained weights (or from a random init drawn with `seed`); scores on the
     validation and test splits after the last epoch. progress: a tqdm-like bar advanced once per step, or None."""
     start = time.perf_counter()
-    model = classifier(backbone, task.num_labels, pretrained, seed)
+    model = classifier(backbone, task.num_labels, pretrained, seed, pooling)
     rows = _encoded(backbone, task, "train", recipe.max_length)
     labels, lengths = torch.tensor(task.splits["train"]["label"]), [len(r) for r in rows]
     steps = recipe.epochs * math.ceil(len(rows) / recipe.batch_size)
@@ -125,12 +126,21 @@ def _fit(x: torch.Tensor, y: torch.Tensor, num_labels: int, l2: float, max_iter:
 
 
 def probe(backbone: Backbone, task, recipe: ProbeRecipe, pretrained: bool = True, seed: int = 0,
-          model=None) -> dict:
+          model=None, pooling: str = "native") -> dict:
     """A linear probe on the frozen backbone's pooled features; the backbone's weights are not changed."""
     start = time.perf_counter()
-    model = model if model is not None else classifier(backbone, task.num_labels, pretrained, seed)
+    model = model if model is not None else classifier(backbone, task.num_labels, pretrained, seed, pooling)
     feats = {split: features(backbone, model, _encoded(backbone, task, split, recipe.max_length), recipe.batch_size)
              for split in task.splits}
+    result = linear_probe(feats, task, recipe)
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+def linear_probe(feats: dict, task, recipe: ProbeRecipe) -> dict:
+    """A logistic regression on fixed features per split ({split: [n, d]}): standardized with the training split's
+    mean and deviation, its L2 strength chosen on the validation split (train when there is none, never test),
+    scored on validation and test."""
     mean, std = feats["train"].mean(0), feats["train"].std(0).clamp(min=1e-6)
     feats = {s: (f - mean) / std for s, f in feats.items()}
     y = torch.tensor(task.splits["train"]["label"])
@@ -146,5 +156,5 @@ def probe(backbone: Backbone, task, recipe: ProbeRecipe, pretrained: bool = True
     result = {split: scores((_with_bias(feats[split]) @ w).argmax(-1),
                             task.splits[split]["label"], task.num_labels)
               for split in ("validation", "test") if split in task.splits}
-    result["l2"], result["seconds"] = l2, time.perf_counter() - start
+    result["l2"] = l2
     return result

@@ -6,7 +6,8 @@
 
 A task is read and checked whole before anything is fine-tuned or written: every bad input is one UserError naming
 the file (and row) and the fix. Labels may be strings or integers; they become class ids 0..K-1 in sorted order.
-Without validation / test files the one file is split at document (row) level by a seeded permutation; a Hub test
+Without validation / test files the one file is split at document (row) level by a seeded permutation (only the
+missing splits are cut out of it: a test file given alone leaves the test share of the rows in train); a Hub test
 split whose labels are hidden (GLUE's are -1) is left out and said so.
 """
 from __future__ import annotations
@@ -163,12 +164,15 @@ def _clean_split(rows: list[dict], text: str, pair: Optional[str], label: str, w
     return {"text": texts, "text_pair": pairs, "label": labels, "hidden": hidden}
 
 
-def _split_one(rows: list[dict], fractions, seed: int, where: str, label: str) -> dict[str, list[dict]]:
-    """A seeded split stratified by label: each class keeps its share in every split, train first."""
+def _split_one(rows: list[dict], fractions, seed: int, where: str, label: str,
+               missing=("validation", "test")) -> dict[str, list[dict]]:
+    """A seeded split stratified by label: each class keeps its share in every split, train first. Only the
+    `missing` splits are cut out of the rows: a split given as its own file leaves its share in train."""
     val_f, test_f = fractions
     if not (0 < val_f < 1 and 0 < test_f < 1 and val_f + test_f < 1):
         raise UserError(f"--split {val_f},{test_f}: the validation and test fractions must be in (0, 1) with a sum "
                         f"below 1, e.g. 0.1,0.1")
+    val_f, test_f = (val_f if "validation" in missing else 0.0), (test_f if "test" in missing else 0.0)
     by_class: dict = {}
     for i, row in enumerate(rows):
         if label in row:
@@ -184,7 +188,7 @@ def _split_one(rows: list[dict], fractions, seed: int, where: str, label: str) -
         parts["validation"] += idx[:n_val]
         parts["test"] += idx[n_val:n_val + n_test]
         parts["train"] += idx[n_val + n_test:]
-    if not parts["validation"] or not parts["test"]:
+    if any(not parts[split] for split in missing):
         raise UserError(f"{where} has {len(rows)} examples, too few to split into train / validation / test; give "
                         f"more examples or separate --validation / --test files")
     return {split: [rows[i] for i in sorted(idx)] for split, idx in parts.items()}
@@ -210,12 +214,16 @@ def _raw_splits(spec: TaskSpec) -> tuple[dict, dict, str, str, list]:
         if not rows["train"]:
             raise UserError(f"task file {spec.task} holds no examples; give a file with rows")
         _columns(spec, rows["train"], spec.task)  # the columns first: a missing one is the clearer message
-        pieces = _split_one(rows["train"], spec.split_fractions, spec.split_seed, spec.task, spec.label_column)
+        pieces = _split_one(rows["train"], spec.split_fractions, spec.split_seed, spec.task, spec.label_column,
+                            missing)
         rows["train"] = pieces["train"]
         for split in missing:
             rows[split], where[split] = pieces[split], f"{spec.task} (seeded split)"
-        notes.append(f"{' and '.join(missing)} held out of {Path(spec.task).name} by a seeded split stratified by label (seed "
-                     f"{spec.split_seed}, fractions {spec.split_fractions[0]:g} / {spec.split_fractions[1]:g})")
+        fractions = " / ".join(f"{split} {spec.split_fractions[('validation', 'test').index(split)]:g}"
+                               for split in missing)
+        notes.append(f"{' and '.join(missing)} held out of {Path(spec.task).name} by a seeded split stratified by "
+                     f"label (seed {spec.split_seed}, fraction{'s' * (len(missing) > 1)} {fractions}; the rest "
+                     f"trains)")
     return rows, where, task_name(spec), f"local files ({Path(spec.task).name})", notes
 
 
