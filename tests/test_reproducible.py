@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from reproduce_worker import RUNS
 
@@ -49,3 +50,22 @@ def test_same_command_same_tokenizer_and_weights(two_runs, name):
         assert (a / tokenizer).read_bytes() == (b / tokenizer).read_bytes(), f"{name}: {tokenizer} differs"
     assert (a / "final/model.safetensors").read_bytes() == (b / "final/model.safetensors").read_bytes(), \
         f"{name}: final weights differ"
+
+
+def test_run_deterministic_applies_torch_settings(tmp_path, monkeypatch):
+    """--run.deterministic true turns on torch's deterministic kernels and the cuBLAS workspace they need; the
+    default leaves torch as it was."""
+    from pretrain.train.build import make_accelerator
+    from pretrain.train.config import parse_config
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(False)
+        make_accelerator(parse_config(["--run.mixed_precision", "no"]), tmp_path, None)
+        assert not torch.are_deterministic_algorithms_enabled() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+        make_accelerator(parse_config(["--run.mixed_precision", "no", "--run.deterministic", "true"]), tmp_path, None)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(before)
