@@ -8,8 +8,9 @@ byte alphabet.
 - WordPiece is the BPE trainer with "##" continuation symbols. `BpeTrainer::tokenize_words` gives each "##c" its id
   the first time it meets it while iterating the word counts in hash order, and merges of equal count are chosen
   by symbol id, so the order of the "##c" ids decides ties: merges, hence vocabulary entries, differ. Reserving
-  every "##c" up front, in sorted order, as trainer special tokens leaves no id to hash order; `continuations`
-  finds them in one cheap pass over the raw text (a superset: a "##c" no word continues with stays unused).
+  the alphabet and every "##c" up front, in sorted order, as trainer special tokens leaves no id to hash order;
+  `wordpiece_symbols` finds them in one cheap pass over the raw text (a superset: a "##c" no word continues with
+  stays unused).
 - Unigram sums its E-step's expected counts over the words in hash order (float sums in another order: scores
   differ in their last bits, ~1e-11 after EM), gives the characters EM dropped the scores min + k * 1e-4 in hash
   order, and keeps equal scores in hash order. `rescored_unigram` re-derives every score from integers: how often
@@ -30,20 +31,26 @@ CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 
               (0x2B920, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))  # BertNormalizer pads these with spaces
 
 
+def _removed(c: str) -> bool:
+    """A character BertNormalizer + BertPreTokenizer drop: whitespace, control / format / unassigned."""
+    return c.isspace() or unicodedata.category(c)[0] == "C" or c == "\ufffd"
+
+
 def _never_continues(c: str) -> bool:
-    """A character that BertNormalizer + BertPreTokenizer never leave inside a word: whitespace, control /
-    format / unassigned (removed), punctuation and CJK (isolated)."""
-    cat = unicodedata.category(c)
-    return (c.isspace() or cat[0] in "CP" or c in string.punctuation or c == "\ufffd"
+    """A character they never leave inside a word: removed, punctuation or CJK (isolated)."""
+    return (_removed(c) or unicodedata.category(c)[0] == "P" or c in string.punctuation
             or any(a <= ord(c) <= b for a, b in CJK_RANGES))
 
 
-def continuations(batches, prefix: str = "##") -> list[str]:
-    """Sorted `prefix + c` for every character c of the texts that can continue a word."""
+def wordpiece_symbols(batches, prefix: str = "##") -> list[str]:
+    """The texts' characters in code-point order (the order the BPE trainer gives its alphabet), then
+    `prefix + c`, sorted, for every character c that can continue a word: one of the orders the trainer itself
+    may produce, always the same."""
     chars = set()
     for batch in batches:
         chars.update(*batch)
-    return [prefix + c for c in sorted(chars) if not _never_continues(c)]
+    chars = sorted(chars)
+    return [c for c in chars if not _removed(c)] + [prefix + c for c in chars if not _never_continues(c)]
 
 
 def without_added_tokens(tok: Tokenizer, tokens) -> Tokenizer:

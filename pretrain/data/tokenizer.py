@@ -34,7 +34,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from ..errors import UserError
-from .canonical_vocab import continuations, rescored_unigram, without_added_tokens
+from .canonical_vocab import rescored_unigram, without_added_tokens, wordpiece_symbols
 from .mapped_pages import corpus_files, releasing
 
 N_SENTINELS = 100
@@ -190,7 +190,7 @@ def _train_backend(kind: str, vocab_size: int, special: list[str], passes, lengt
         tok.normalizer = normalizers.BertNormalizer(lowercase=False)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece(prefix="##")
-        reserved = [c for c in continuations(batches) if c not in special]
+        reserved = [c for c in wordpiece_symbols(batches) if c not in special]
         batches = passes()
         trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special + reserved,
                                             show_progress=progress)
