@@ -64,6 +64,9 @@ def test_the_lock_is_one_per_directory_and_a_refused_start_leaves_nothing(tmp_pa
     """Within one process too (a comparison runs its runs in turn): a held directory is refused; a directory the
     lock made for a run that then failed is removed again; the lock file survives a release."""
     held = RunLock(tmp_path / "a").acquire()
+    with pytest.raises(UserError, match="another process, still starting"):
+        RunLock(tmp_path / "a").acquire()
+    held.record()
     with pytest.raises(UserError, match=f"pid {os.getpid()}"):
         RunLock(tmp_path / "a").acquire()
     held.release()

@@ -55,7 +55,7 @@ class MetricSums:
         """The metrics from summed sums (this process's own when `vector` is None), FIRST keys first."""
         vector = self.vector() if vector is None else vector
         keys = self.keys()
-        values = vector.double().tolist() if vector.numel() else []
+        values = vector.tolist() if vector.numel() else []
         sums, batches = dict(zip(keys, values[:-1])), values[-1] if values else 0.0
         counts = {metric_weight(k, sums, self.declared) for k in keys} | {k for k in keys if is_count(k)}
         out = {}

@@ -74,6 +74,8 @@ def _train(cfg: TrainConfig, acc, run, log_with, init_kwargs) -> dict:
                       f"{cfg.optim.decay_shape} decay to step {cfg.run.max_steps}", flush=True)
             run.run_dir.write_config(to_yaml(saved_form(cfg)))
             run.run_dir.write_model_config(spec.model_cfg)
+    if run.lock is not None:
+        run.lock.record()  # only once everything passed: a refused command leaves even the lock file as it was
     if log_with:
         acc.init_trackers(cfg.run.project, config=flat_config(cfg), init_kwargs=init_kwargs)
     try:

@@ -32,6 +32,7 @@ UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}  # a 
 
 class RunLock:
     """`RunLock(run_dir).acquire()` takes the lock (making the directory if needed) or raises UserError;
+    `record()` writes who holds it;
     `release(discard)` lets it go, and with discard=True also removes the directory it made when nothing else was
     written there (a run refused before it wrote anything leaves nothing behind)."""
 
@@ -73,12 +74,18 @@ class RunLock:
             raise UserError(f"run directory {self.dir} cannot be locked for writing ({e.strerror or e}); choose "
                             f"another --run.output_dir") from None
         self._file = handle
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-                                 "command": shlex.join(sys.argv)}))
-        handle.flush()
         return self
+
+    def record(self):
+        """Write who holds the lock (pid, host, start, command) for a refused writer's message; called once the run
+        has passed every check (its checkpoint loaded), so a refused command changes nothing there."""
+        if self._file is None:
+            return
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+                                     "command": shlex.join(sys.argv)}))
+        self._file.flush()
 
     def release(self, discard: bool = False):
         if discard and self._made_dir and self._file is not None:  # ours: the lock file in the directory we made
@@ -107,14 +114,27 @@ def _same_file(handle, path: Path) -> bool:
         return False
 
 
+def _alive(info: dict) -> bool:
+    """Whether the recorded holder may still run: another host cannot be asked; here, its pid must exist."""
+    if info.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(info["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, ValueError):
+        return True
+    return True
+
+
 def _read_holder(path: Path) -> tuple[str, str]:
     """('pid N on HOST since DATE HH:MM: COMMAND', 'N') from the lock file (what is known of it)."""
     try:
         info = json.loads(path.read_text() or "{}")
     except (OSError, ValueError):
         info = {}
-    if not isinstance(info, dict) or "pid" not in info:
-        return "another process", "PID"
+    if not isinstance(info, dict) or "pid" not in info or not _alive(info):  # the holder has not recorded itself yet
+        return "another process, still starting", "PID"
     started = time.strftime("%Y-%m-%d %H:%M", time.localtime(info["started"])) if info.get("started") else "?"
     command = " ".join(str(info.get("command", "?")).split())
     command = command if len(command) <= 160 else command[:157] + "..."
