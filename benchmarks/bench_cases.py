@@ -14,7 +14,12 @@ SIZES = {
     # GPT-2 124M (nanoGPT's padded vocabulary) and, for BERT, BERT-base at sequence 128: the GPU check's sizes
     "base": dict(vocab=50304, d=768, layers=12, heads=12, ff=3072, seq=1024, batch=16),
 }
-FAMILY_SIZES = {("bert", "base"): dict(vocab=30522, seq=128, batch=128)}
+FAMILY_SIZES = {  # at "base", each family's own base model (the GPU check)
+    ("bert", "base"): dict(vocab=30522, seq=128, batch=128),
+    ("bart", "base"): dict(vocab=50265, layers=6, seq=1024, batch=16),  # facebook/bart-base: 6 + 6 layers
+    ("t5", "base"): dict(vocab=32128, ff=2048, seq=512, batch=32),  # google/t5-v1_1-base: gated d_ff 2048
+    ("modernbert", "base"): dict(vocab=50368, layers=22, ff=1152, seq=1024, batch=32),  # answerdotai/ModernBERT-base
+}
 FAMILIES = {"bert": ("mlm", "BERT+MLM"), "gpt2": ("clm", "GPT-2+CLM"), "bart": ("infill", "BART+infill"),
             "t5": ("span", "T5+span"), "modernbert": ("mlm", "ModernBERT+MLM"),
             "modernbert_decoder": ("clm", "MB-decoder+CLM")}
