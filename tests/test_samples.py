@@ -188,3 +188,19 @@ def test_reconstruction_holds_back_the_end_and_never_outputs_pad(unigram):
     assert held.endswith("atatat") or "at" in held and "empty" not in held, held
     pad_first = Stub("encoder-decoder", len(unigram), [unigram.pad_token_id, word, unigram.eos_token_id])
     assert "at" in reconstruct(pad_first, unigram, batch, max_new=3).splitlines()[2]
+
+
+def test_sampled_reconstruction_shows_words_where_greedy_shows_only_spaces(unigram):
+    """A briefly trained span-corruption decoder likes a bare space after each sentinel: greedy shows no words,
+    the seeded top-k sample does, and the same seed gives the same sample."""
+    src = torch.tensor([unigram("the cat sat on the mat")["input_ids"]])
+    batch = {"input_ids": src, "attention_mask": torch.ones_like(src),
+             "decoder_input_ids": torch.tensor([[unigram.pad_token_id, 5]]), "labels": torch.tensor([[5, -100]])}
+    space, word = unigram.convert_tokens_to_ids("▁"), piece(unigram, "a cat", "at")
+    assert space != unigram.unk_token_id
+    model = Stub("encoder-decoder", len(unigram), [space, word])  # the space likeliest (p 0.73) at every step
+    line = lambda out: out.splitlines()[2].split(":", 1)[1]  # noqa: E731
+    assert "at" not in line(reconstruct(model, unigram, batch, max_new=8))
+    sampled = reconstruct(model, unigram, batch, max_new=8, top_k=2, seed=0)
+    assert "at" in line(sampled), sampled
+    assert reconstruct(model, unigram, batch, max_new=8, top_k=2, seed=0) == sampled

@@ -1,6 +1,6 @@
-r"""A qualitative look at a trained model, printed at the end of a recipe: fill-mask (encoder), a greedy
-continuation (decoder), a reconstruction of a corrupted input (encoder-decoder). Greedy, no KV cache: these are
-sanity checks on a few dozen tokens, not a generation API.
+r"""A qualitative look at a trained model, printed at the end of a recipe: fill-mask (encoder), a sampled
+continuation (decoder), a sampled reconstruction of a corrupted input (encoder-decoder), seeded. No KV cache: these
+are sanity checks on a few dozen tokens, not a generation API.
 
 Everything shown is decoded text, never a vocabulary's internal symbols (byte-level BPE's "Ġ" and "Ċ", Metaspace's
 "▁"): a fill-mask candidate is the repr of `token_text`, what the token adds to running text (' the', '\n', 'ing'),
@@ -189,10 +189,13 @@ def continue_text(model, tokenizer, prompt: torch.Tensor, new_tokens: int = 32, 
 
 
 @torch.no_grad()
-def reconstruct(model, tokenizer, batch: dict, max_new: int, min_new: int = 0) -> str:
-    """Greedy decoding of the corrupted input. The pad token (T5's decoder start) is never an output, and the end of
-    text is held back for the first `min_new` tokens: a briefly trained model's likeliest first token is often </s>,
-    which would show nothing."""
+def reconstruct(model, tokenizer, batch: dict, max_new: int, min_new: int = 0, top_k: int | None = None,
+                seed: int = 0) -> str:
+    """Decoding of the corrupted input, greedy or (top_k) sampled from the model's top_k, seeded: a briefly trained
+    span-corruption decoder's likeliest token after each sentinel is a space, so greedy shows no words. The pad
+    token (T5's decoder start) is never an output, and the end of text is held back for the first `min_new` tokens:
+    a briefly trained model's likeliest first token is often </s>, which would show nothing."""
+    gen = generator(seed, "reconstruct")
     keep = batch["attention_mask"][0].bool() if "attention_mask" in batch else slice(None)
     src = batch["input_ids"][0][keep]
     enc = model.encode(src[None])
@@ -204,7 +207,11 @@ def reconstruct(model, tokenizer, batch: dict, max_new: int, min_new: int = 0) -
         if step < min_new:
             banned.add(tokenizer.eos_token_id)
         scores[sorted(banned - {None})] = float("-inf")
-        nxt = scores.argmax(-1)
+        if top_k:
+            top = scores.cpu().topk(min(top_k, scores.numel()))
+            nxt = top.indices[torch.multinomial(top.values.softmax(-1), 1, generator=gen)][0].to(out.device)
+        else:
+            nxt = scores.argmax(-1)
         out = torch.cat([out, nxt[None]])
         if int(nxt) == tokenizer.eos_token_id:
             break
@@ -242,7 +249,8 @@ def sample(model, tokenizer, objective, val_blocks, seed: int = 0, length: int =
         batch = objective.collate(block, generator(seed, "sample"))
         batch = {k: v[:1].to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         n_target = int((batch["labels"][0] != -100).sum())
-        return "reconstruction (greedy):\n" + reconstruct(model, tokenizer, batch, max_new=n_target + 8,
-                                                         min_new=n_target // 2)
+        return (f"sampled reconstruction (top-40, seed {seed}):\n"
+                + reconstruct(model, tokenizer, batch, max_new=n_target + 8, min_new=n_target // 2, top_k=40,
+                              seed=seed))
     finally:
         model.train(was_training)
