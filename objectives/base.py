@@ -196,6 +196,11 @@ class Objective:
         the trainer counts; from shapes only (no device synchronization). None by default."""
         return 0.0
 
+    def head_predictions(self, batch: dict) -> int:
+        """Positions the model's head predicts in one micro-batch: what the loss reports as n_predicted, known
+        before the forward so a FLOPs budget can be planned; by default the labels other than -100."""
+        return int((batch["labels"] != -100).sum())
+
     def exports(self, model) -> dict:
         """Extra transformers models built from its own parameters (and the model's), written beside the exported
         model as name/ folders (ELECTRA: its generator as ElectraForMaskedLM); none by default."""

@@ -150,6 +150,11 @@ class ReplacedTokenDetection(MaskedLM):
         out[order] = logits
         return out
 
+    def head_predictions(self, batch: dict) -> int:
+        """The discriminator's head reads every real token, not only the masked ones."""
+        mask = batch.get("attention_mask")
+        return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+
     def own_flops(self, batch: dict) -> float:
         """The generator: its layers and projection on every token, its head on the expected selected share."""
         ids = batch["input_ids"]

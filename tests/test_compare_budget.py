@@ -114,9 +114,12 @@ def test_flops_per_step_and_tokens_follow_the_formula(flops_comparison):
     predicted = (planned["bert+mlm"]["flops_per_step"] - stacks) / head_per_prediction
     assert 0.12 * BATCH * SEQ < predicted < 0.18 * BATCH * SEQ
     assert runs["bert+mlm"]["tokens"] == runs["bert+mlm"]["steps"] * BATCH * SEQ
-    # the logged mean per step (the trainer's count of predicted positions) is near the expected one
-    assert runs["bert+mlm"]["flops"] / runs["bert+mlm"]["steps"] == pytest.approx(
-        planned["bert+mlm"]["flops_per_step"], rel=0.01)
+    # the logged mean per step (the trainer's count of predicted positions) is near the expected one; ELECTRA's
+    # discriminator head reads every token, not only the masked 15% (counted as masked, the plan was 2.3% short
+    # in the default comparison and the arm overspent by 22 steps)
+    for name in ("bert+mlm", "electra+rtd"):
+        assert runs[name]["flops"] / runs[name]["steps"] == pytest.approx(planned[name]["flops_per_step"],
+                                                                           rel=0.01), name
 
 
 def test_flops_budget_below_one_step_refused(flops_comparison):

@@ -61,13 +61,15 @@ def stack_flops(model_cfg, batch: dict) -> float:
     return model_cfg.train_flops(ids.numel(), 0, 0, ids.shape[1], 0)
 
 
-def batch_flops(model_cfg, batch: dict) -> float:
-    """Training FLOPs of one micro-batch as the trainer counts them: the stacks, plus the LM head per predicted
-    position. The predicted positions are the batch's `labels` other than -100, which is what every objective's
-    loss reports as n_predicted (objectives.base.predict); a batch without labels is counted as predicting every
-    position of its last stack (an upper bound)."""
+def batch_flops(model_cfg, batch: dict, objective=None) -> float:
+    """Training FLOPs of one micro-batch as the trainer counts them: the stacks, plus the head per predicted
+    position. The predicted positions are what the loss reports as n_predicted: the objective's head_predictions
+    (by default the batch's `labels` other than -100; ELECTRA's discriminator reads every real token); a batch
+    without labels is counted as predicting every position of its last stack (an upper bound)."""
     labels = batch.get("labels")
-    if labels is not None:
+    if objective is not None and labels is not None:
+        predicted = objective.head_predictions(batch)
+    elif labels is not None:
         predicted = int((labels != -100).sum())
     else:
         dec = batch.get("decoder_input_ids")
@@ -83,7 +85,7 @@ def expected_step_flops(model_cfg, objective, micro_batches, generators, grad_ac
     positions are fixed by the block length (CLM, span corruption); an expected value where they depend on the
     draw (MLM predicts about 15% of the non-special tokens, infilling's input length varies)."""
     batches = [objective.collate(blocks, gen) for blocks, gen in zip(micro_batches, generators)]
-    values = [batch_flops(model_cfg, batch) + objective.own_flops(batch) for batch in batches]
+    values = [batch_flops(model_cfg, batch, objective) + objective.own_flops(batch) for batch in batches]
     if not values:
         raise ValueError("expected_step_flops needs at least one sample micro-batch")
     return sum(values) / len(values) * grad_accum * world_size
