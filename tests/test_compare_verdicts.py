@@ -22,10 +22,11 @@ def _cell(per_seed: list[float]) -> dict:
                          for i, a in enumerate(per_seed)]}
 
 
-def results_json(model_type: str, cells: dict) -> dict:
-    """A results.json as evaluate() writes it: cells maps mode -> init -> per-seed test accuracies."""
-    return {"task": {"name": "t", "description": "a task", "labels": [0, 1], "sizes": {"train": 8, "validation": 4,
-                                                                                       "test": 4}, "notes": []},
+def results_json(model_type: str, cells: dict, test_examples: int = 10**9) -> dict:
+    """A results.json as evaluate() writes it: cells maps mode -> init -> per-seed test accuracies. The test split
+    is huge by default, so that its sampling error is negligible and the seeds' ranges decide."""
+    return {"task": {"name": "t", "description": "a task", "labels": [0, 1],
+                     "sizes": {"train": 8, "validation": 4, "test": test_examples}, "notes": []},
             "model": {"model_type": model_type, "arch": "x"}, "seeds": [0, 1, 2], "majority": {"test": 0.5},
             "recipes": {"finetune": {"epochs": 1, "lr": 1e-3, "batch_size": 4, "warmup_ratio": 0.1,
                                      "weight_decay": 0.0, "max_length": 8}, "probe": {}},
@@ -112,9 +113,29 @@ def test_ranking_names_only_separable_pairs(tmp_path):
     assert [(p["above"], p["below"]) for p in rank["separated"]] == [("a", "b")]
     assert len(rank["not_separated"]) == 2
     text = headline(facts)
-    assert "**Ranking, fine-tuned**: a above b (+10.0 points, spread 2.0). Every other pair: not separable" in text
+    assert "**Ranking, fine-tuned**: a above b (+10.0 points, noise 2.0). Every other pair: not separable" in text
     same = facts_for(tmp_path / "same", {"a": run([0.6, 0.7, 0.8]), "b": run([0.6, 0.71, 0.8])})
     assert "**Ranking, fine-tuned**: not separable at this budget" in headline(same)
+
+
+def test_single_fits_judged_by_the_sampling_error(tmp_path):
+    """A probe of one pretraining seed is one fit: no range. On 904 test examples, 0.296 against 0.292 (+0.4
+    points) is within twice the sampling error sqrt(.296 x .704 / 904 + .292 x .708 / 904) = 2.14 points, and
+    0.247 against a random init of 0.209 [0.207-0.217] (+3.8 points; range 1.0) within twice sqrt(.247 x .753 / 904
+    + .209 x .791 / 904) = 1.97 points; +10 points is beyond both. A rule on the ranges alone calls every gap real."""
+    def run(probe, base, n=904):
+        return [results_json("gpt2", {**BASE, "probe": {"pretrained": [probe], "random_init": base}}, n)]
+    facts = facts_for(tmp_path, {"a": run(0.296, [0.5] * 3), "b": run(0.292, [0.5] * 3),
+                                 "c": run(0.196, [0.5] * 3)})
+    rank = facts["ranking"]["probe"]
+    assert [(p["above"], p["below"]) for p in rank["separated"]] == [("a", "c"), ("b", "c")]
+    assert rank["not_separated"][0]["noise"] == pytest.approx(0.02140, abs=1e-4)
+    near = facts_for(tmp_path / "near", {"a": run(0.247, [0.207, 0.209, 0.217])})
+    assert near["beats_baseline"]["probe"] == []
+    verdict = next(v for v in near["verdicts"] if "probed" in v)
+    assert "is within the noise of" in verdict and "+3.8 points" in verdict and "(2.0 points)" in verdict
+    large = facts_for(tmp_path / "large", {"a": run(0.247, [0.207, 0.209, 0.217], n=10**6)})
+    assert large["beats_baseline"]["probe"] == ["a"]  # the same gap on a million examples: only the range is left
 
 
 def test_t5_judged_by_its_encoder_bart_by_its_decoder(tmp_path):

@@ -6,9 +6,11 @@
     facts = downstream_facts(cfg, runs, out)      # per run: medians and ranges, verdicts in words, a plot
     downstream_markdown(facts, picture) -> str
 
-A difference counts as larger than the noise when the two medians differ by more than twice the spread, the spread
-being the larger of the two min-max ranges: over pretraining seeds when there are several (each seed's value the
-median of its fine-tuning seeds), else over fine-tuning seeds; a random-init baseline's over its init seeds.
+A difference counts as larger than the noise when the two medians differ by more than twice the noise: the larger of
+the two min-max ranges (over pretraining seeds when there are several, each seed's value the median of its
+fine-tuning seeds, else over fine-tuning seeds; a random-init baseline's over its init seeds) and the sampling error
+of the difference of two accuracies on the split's n examples, sqrt(p1(1-p1)/n + p2(1-p2)/n). The second matters
+where a cell is one fit (a probe of one pretraining seed has no range): without it any gap would count.
 Encoder-decoders are read two ways (transformers' decoder-pooled classifier and the encoder's mean-pooled states);
 the headline and ranking use the better-founded one (headline_pooling). The bag-of-words baseline is a reference
 line.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 import tempfile
 from pathlib import Path
@@ -145,17 +148,27 @@ def cell_values(results: list[dict], mode: str, init: str, split: str) -> tuple[
                                                         "init seeds")
 
 
-def _stats(values: list[float], over: str = "seeds") -> dict | None:
+def _stats(values: list[float], over: str = "seeds", examples: int | None = None) -> dict | None:
+    """examples: how many examples each accuracy is measured on (the split's size), for its sampling error."""
     if not values:
         return None
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values),
-            "range": max(values) - min(values), "over": over}
+            "range": max(values) - min(values), "over": over, "examples": examples}
+
+
+def sampling_error(a: dict, b: dict) -> float:
+    """Standard error of the difference of the two medians read as accuracies on independent samples of the
+    split's examples (0 when a cell does not say how many)."""
+    if not a.get("examples") or not b.get("examples"):
+        return 0.0
+    return math.sqrt(sum(c["median"] * (1 - c["median"]) / c["examples"] for c in (a, b)))
 
 
 def _differs(a: dict, b: dict) -> tuple[float, float, bool]:
-    """(difference of medians, the spread, larger than twice the spread?)"""
-    gap, spread = a["median"] - b["median"], max(a["range"], b["range"])
-    return gap, spread, abs(gap) > 2 * spread
+    """(difference of medians, the noise, larger than twice the noise?); the noise is the larger of the two
+    min-max ranges and the sampling error of the difference."""
+    gap, noise = a["median"] - b["median"], max(a["range"], b["range"], sampling_error(a, b))
+    return gap, noise, abs(gap) > 2 * noise
 
 
 def _pct(x: float) -> str:
@@ -173,12 +186,13 @@ def _rows_of(name: str, results: list[dict], split: str) -> list[dict]:
     model_type = results[0].get("model", {}).get("model_type", "")
     poolings = [p for p, keys in MODE_KEYS.items() if any(k in results[0] for k in keys.values())]
     best = headline_pooling(model_type, poolings)
+    examples = results[0].get("task", {}).get("sizes", {}).get(split)
     rows = []
     for pooling in poolings:
         cells = {}
         for mode, init in CELLS:
             values, over = cell_values(results, MODE_KEYS[pooling][mode], init, split)
-            cells[f"{mode}/{init}"] = _stats(values, over)
+            cells[f"{mode}/{init}"] = _stats(values, over, examples)
         label = name if len(poolings) == 1 else \
             f"{name} ({'encoder-pooled' if pooling == 'encoder' else 'decoder-pooled'})"
         rows.append({"name": name, "label": label, "pooling": pooling, "headline": pooling == best,
@@ -188,15 +202,15 @@ def _rows_of(name: str, results: list[dict], split: str) -> list[dict]:
 
 
 def ranking(rows: list[dict], cell: str) -> dict:
-    """Every pair of arms (their headline readings) whose medians in `cell` differ by more than twice the spread,
+    """Every pair of arms (their headline readings) whose medians in `cell` differ by more than twice the noise,
     best first; the rest of the pairs are not separable at this budget."""
     ranked = sorted((r for r in rows if r["headline"] and r["cells"][cell]), key=lambda r: -r["cells"][cell]["median"])
     clear, unclear = [], []
     for i, a in enumerate(ranked):
         for b in ranked[i + 1:]:
-            gap, spread, separated = _differs(a["cells"][cell], b["cells"][cell])
+            gap, noise, separated = _differs(a["cells"][cell], b["cells"][cell])
             (clear if separated else unclear).append({"above": a["label"], "below": b["label"], "gap": gap,
-                                                      "spread": spread})
+                                                      "noise": noise})
     return {"cell": cell, "order": [r["label"] for r in ranked], "separated": clear, "not_separated": unclear}
 
 
@@ -220,17 +234,17 @@ def downstream_facts(cfg, task, runs, out: Path) -> dict | None:
         for mode, what in (("finetune", "fine-tuned"), ("probe", "probed")):
             ours, base = row["cells"][f"{mode}/pretrained"], row["cells"][f"{mode}/random_init"]
             if ours and base:
-                gap, spread, clear = _differs(ours, base)
+                gap, noise, clear = _differs(ours, base)
                 word = ("beats" if gap > 0 else "falls behind") if clear else "is within the noise of"
                 verdicts.append(f"*{row['label']}* {what}: {_pct(ours['median'])}% {word} its random-init baseline "
                                 f"({_pct(base['median'])}%): {gap * 100:+.1f} points, "
-                                f"{'more' if clear else 'not more'} than twice the spread ({_pct(spread)} points)")
+                                f"{'more' if clear else 'not more'} than twice the noise ({_pct(noise)} points)")
     beaten = {mode: [row["label"] for row in rows if row["headline"] and _beats(row, mode)]
               for mode in ("finetune", "probe")}
     ranks = {mode: ranking(rows, f"{mode}/pretrained") for mode in ("finetune", "probe")}
-    said = {True: "larger than twice the spread: a real difference",
-            False: "within twice the spread: not separable at this budget"}
-    pairs = [f"*{p['above']}* vs *{p['below']}*: {p['gap'] * 100:+.1f} points, {said[sep]} ({_pct(p['spread'])} "
+    said = {True: "larger than twice the noise: a real difference",
+            False: "within twice the noise: not separable at this budget"}
+    pairs = [f"*{p['above']}* vs *{p['below']}*: {p['gap'] * 100:+.1f} points, {said[sep]} ({_pct(p['noise'])} "
              f"points)"
              for sep, p in sorted([(True, p) for p in ranks["finetune"]["separated"]] +
                                   [(False, p) for p in ranks["finetune"]["not_separated"]],
@@ -266,7 +280,7 @@ def _readings(rows: list[dict]) -> str:
 
 def headline(facts: dict) -> str:
     """Plain sentences: which runs pretraining made better than their baseline beyond the noise, which not, and
-    the ranking where the differences exceed twice the spread ("not separable at this budget" otherwise)."""
+    the ranking where the differences exceed twice the noise ("not separable at this budget" otherwise)."""
     rows = [r for r in facts["rows"] if r["headline"]]
     names = [row["label"] for row in rows]
     parts = []
@@ -276,7 +290,7 @@ def headline(facts: dict) -> str:
         good = facts["beats_baseline"][mode]
         bad = [n for n in names if n not in good]
         parts.append(f"{what}, {'every run' if not bad else ', '.join(good) or 'no run'} beat its random-init "
-                     f"baseline by more than twice the spread" +
+                     f"baseline by more than twice the noise" +
                      (f"; {', '.join(bad)} did not: at this budget their pretraining bought nothing these seeds "
                       f"can show (train longer: a larger budget)" if bad else ""))
     sentences = [("**In short:** " + "; ".join(parts) + ".")] if parts else []
@@ -285,13 +299,13 @@ def headline(facts: dict) -> str:
         if not rank or len(rank["order"]) < 2:
             continue
         if rank["separated"]:
-            above = "; ".join(f"{p['above']} above {p['below']} ({p['gap'] * 100:+.1f} points, spread "
-                              f"{_pct(p['spread'])})" for p in rank["separated"])
+            above = "; ".join(f"{p['above']} above {p['below']} ({p['gap'] * 100:+.1f} points, noise "
+                              f"{_pct(p['noise'])})" for p in rank["separated"])
             rest = " Every other pair: not separable at this budget." if rank["not_separated"] else ""
             sentences.append(f"**Ranking, {what}**{_readings(facts['rows'])}: {above}.{rest}")
         else:
             sentences.append(f"**Ranking, {what}**{_readings(facts['rows'])}: not separable at this budget (no two "
-                             f"runs' medians differ by more than twice the spread).")
+                             f"runs' medians differ by more than twice the noise).")
     bow = facts.get("bag_of_words")
     if bow:
         above = [r["label"] for r in rows if any(r["cells"][f"{m}/pretrained"] and
@@ -395,7 +409,9 @@ def downstream_markdown(facts: dict | None, picture) -> str:
         document.table(headers, rows),
         picture("downstream", facts["plot"]),
         "**Pretraining against its random-init baseline** (a difference counts when the medians differ by more "
-        "than twice the spread, the larger of the two min–max ranges):",
+        "than twice the noise: the larger of the two min–max ranges and the sampling error of the difference of "
+        "two accuracies on the split's examples, sqrt(p₁(1-p₁)/n + p₂(1-p₂)/n); a single fit has no range, so its "
+        "noise is the sampling error):",
         document.bullets(facts["verdicts"]),
         "**Objectives against each other** (fine-tuned, pretrained, the headline reading):" if facts["pairs"] else "",
         document.bullets(facts["pairs"]) if facts["pairs"] else "")
