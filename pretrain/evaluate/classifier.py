@@ -44,15 +44,19 @@ class Backbone:
 
 @contextlib.contextmanager
 def quiet_transformers():
-    """No 'newly initialized weights' / 'you should train this model' chatter: the head is new on purpose."""
+    """No 'newly initialized weights' / 'you should train this model' chatter (the head is new on purpose) and no
+    'Loading weights' bar between the results."""
     from transformers.utils import logging
 
-    before = logging.get_verbosity()
+    before, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
     logging.set_verbosity_error()
+    logging.disable_progress_bar()
     try:
         yield
     finally:
         logging.set_verbosity(before)
+        if bars:
+            logging.enable_progress_bar()
 
 
 def is_run(path: Path) -> bool:
@@ -69,7 +73,8 @@ def open_backbone(path, workdir: Path, checkpoint: str | None = None) -> Backbon
         raise UserError(f"{source} does not exist or is not a folder; pass a run directory or an exported model "
                         f"folder (pretrain export RUN --out DIR)")
     if is_run(source):
-        folder = export_run(source, Path(workdir) / "model", checkpoint, log=lambda m: None)
+        with quiet_transformers():  # no "Writing model shards" bar
+            folder = export_run(source, Path(workdir) / "model", checkpoint, log=lambda m: None)
         description = f"{source} ({checkpoint or 'final'}), exported as pretrain export does"
     elif (source / "config.json").is_file():
         if checkpoint:

@@ -233,16 +233,8 @@ def _load_hf(name: str, folder: Path | None):
     else:
         raise UserError(f"{name} ({', '.join(names)}) has no language-model head to score text with; pass a causal, "
                         f"masked or sequence-to-sequence language model")
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # no "Loading weights" bar between the results
-    try:
-        with quiet_transformers():
-            model = auto.from_pretrained(where, dtype=torch.float32)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
+    with quiet_transformers():
+        model = auto.from_pretrained(where, dtype=torch.float32)
     model.eval()
     return model, config, tokenizer, kind, where
 

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_validation_texts(run: Path) -> list[str]:
-    from ..data.corpus import load_corpus
+    from ..data.corpus import load_corpus, quiet_datasets
     from ..data.packing import validation_texts
     from ..train.saved_run import read_config
 
@@ -65,8 +65,9 @@ def run_validation_texts(run: Path) -> list[str]:
     config = config or read_config(rd, rd.path)
     if config is None:
         raise UserError(f"{run} has no config.yaml, so its corpus is unknown; pass corpus:TEXT_FILE instead")
-    _, val = load_corpus(config.data)
-    texts = list(validation_texts(val)["text"])
+    with quiet_datasets():  # no "training split" / "validation split" bars above the results
+        _, val = load_corpus(config.data)
+        texts = list(validation_texts(val)["text"])
     if not texts:
         raise UserError(f"{run} has no validation split to make corpus pairs from; raise data.validation_fraction")
     return texts
