@@ -6,7 +6,7 @@ the built-in downstream task beside a random-init model of its architecture (enc
 encoder) and a bag-of-words baseline; writes report.md, report.html (self-contained) and results.json into the
 output directory (how to read them: docs/compare.md).
 
-    python recipes/compare_objectives.py                                  # built-in corpus: 26 min on 2 CPU cores in fp32
+    python recipes/compare_objectives.py                                  # built-in corpus: 22 min on 2 CPU cores in fp32
     accelerate launch recipes/compare_objectives.py                       # the same under any launcher (GPUs: data parallel per run)
     python recipes/compare_objectives.py --budget.max_flops 3e13 --output_dir runs/cmp_big
     python recipes/compare_objectives.py --budget.max_flops null --budget.max_tokens 1500000   # equal tokens instead
