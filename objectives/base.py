@@ -457,3 +457,11 @@ def check_fraction(objective: str, option: str, value: float, allow_zero: bool =
     if not (low_ok and high_ok):
         interval = f"{'[' if allow_zero else '('}0, 1{']' if allow_one else ')'}"
         raise UserError(f"objective '{objective}': {option}={value} must be in {interval}")
+
+
+def check_replacement(objective: str, mask_replace: float, random_replace: float):
+    """BERT's 80/10/10 split of the selected tokens (mask token / random token / unchanged): each share and their
+    sum in [0, 1]."""
+    check_fraction(objective, "mask_replace", mask_replace, allow_one=True)
+    check_fraction(objective, "random_replace", random_replace, allow_one=True)
+    check_fraction(objective, "mask_replace + random_replace", mask_replace + random_replace, allow_one=True)

@@ -37,7 +37,8 @@ import torch
 
 from models.errors import UserError
 
-from .base import Objective, as_blocks, check_fraction, cut, model_inputs, pad_rows, register, with_padding
+from .base import (Objective, as_blocks, check_fraction, check_replacement, cut, model_inputs, pad_rows, register,
+                   with_padding)
 from .clm import CausalLM
 from .ul2 import part_metrics
 
@@ -53,10 +54,7 @@ class HybridOptions:
     def check(self):
         check_fraction("hybrid", "causal_share", self.causal_share, allow_one=True)
         check_fraction("hybrid", "mask_probability", self.mask_probability, allow_zero=False)
-        check_fraction("hybrid", "mask_replace", self.mask_replace, allow_one=True)
-        check_fraction("hybrid", "random_replace", self.random_replace, allow_one=True)
-        check_fraction("hybrid", "mask_replace + random_replace", self.mask_replace + self.random_replace,
-                       allow_one=True)
+        check_replacement("hybrid", self.mask_replace, self.random_replace)
         if self.max_span < 1:
             raise UserError(f"objective 'hybrid': max_span={self.max_span} must be at least 1")
 

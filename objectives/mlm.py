@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Objective, as_blocks, check_fraction, model_inputs, predict, register, with_padding
+from .base import (Objective, as_blocks, check_fraction, check_replacement, model_inputs, predict, register,
+                   with_padding)
 from .words import word_start_table, word_starts
 
 
@@ -27,10 +28,7 @@ class MaskedLMOptions:
 
     def check(self, objective: str = "mlm"):
         check_fraction(objective, "mlm_probability", self.mlm_probability, allow_zero=False)
-        check_fraction(objective, "mask_replace", self.mask_replace, allow_one=True)
-        check_fraction(objective, "random_replace", self.random_replace, allow_one=True)
-        check_fraction(objective, "mask_replace + random_replace", self.mask_replace + self.random_replace,
-                       allow_one=True)
+        check_replacement(objective, self.mask_replace, self.random_replace)
 
 
 @register
